@@ -1,0 +1,18 @@
+"""ComfyUI adapters for the ThinkDiff library (V3 node schema)."""
+
+from comfy_api.latest import ComfyExtension, io
+
+from .comfy_models import register_model_folders
+from .conditioning_nodes import ThinkDiffAlignerLoader, ThinkDiffFluxConditioning
+from .vlm_nodes import ThinkDiffVLMEncode, ThinkDiffVLMLoader
+
+NODES: list[type[io.ComfyNode]] = [ThinkDiffVLMLoader, ThinkDiffVLMEncode, ThinkDiffAlignerLoader,
+                                   ThinkDiffFluxConditioning]
+
+
+register_model_folders()  # before any schema lists models/thinkdiff
+
+
+class ThinkDiffExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES

@@ -1,0 +1,89 @@
+"""Model folders and ComfyUI memory management for ThinkDiff models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import folder_paths
+import torch
+
+from ..thinkdiff.errors import ThinkDiffError
+
+ALIGNER_FOLDER = "thinkdiff"
+VLM_FOLDER = "LLM"
+ALIGNER_EXTENSIONS = {".safetensors", ".sft", ".pth", ".pt"}
+ALIGNER_RELEASE_URL = "https://huggingface.co/Mifucius/ThinkDiff"
+MAX_VLM_FOLDER_DEPTH = 2
+
+
+def register_model_folders() -> None:
+    """``models/thinkdiff`` for aligner files; ``models/LLM`` for Hugging Face VLM folders."""
+    for name, extensions in ((ALIGNER_FOLDER, ALIGNER_EXTENSIONS), (VLM_FOLDER, set())):
+        default = str(Path(folder_paths.models_dir) / name)
+        if name in folder_paths.folder_names_and_paths:  # already set up by extra_model_paths.yaml or another pack
+            paths, known = folder_paths.folder_names_and_paths[name]
+            if default not in paths:
+                paths.append(default)
+            known.update(extensions)
+        else:
+            folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
+
+
+def vlm_folders() -> list[str]:
+    """Model folders (holding a config.json) under every ``models/LLM`` root, up to two levels deep."""
+    found: set[str] = set()
+    for root in map(Path, folder_paths.get_folder_paths(VLM_FOLDER)):
+        if not root.is_dir():
+            continue
+        for config in root.glob("**/config.json"):
+            relative = config.parent.relative_to(root)
+            if 0 < len(relative.parts) <= MAX_VLM_FOLDER_DEPTH:
+                found.add(relative.as_posix())
+    return sorted(found)
+
+
+def vlm_folder_path(name: str) -> Path:
+    for root in map(Path, folder_paths.get_folder_paths(VLM_FOLDER)):
+        if (root / name / "config.json").is_file():
+            return root / name
+    roots = ", ".join(folder_paths.get_folder_paths(VLM_FOLDER))
+    raise ThinkDiffError(f"no model folder {name!r} with a config.json under {roots}. Download Qwen2-VL-7B-Instruct into "
+                         "ComfyUI/models/LLM/Qwen2-VL-7B-Instruct (https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct).")
+
+
+def aligner_file_path(name: str) -> Path:
+    path = folder_paths.get_full_path(ALIGNER_FOLDER, name)
+    if path is None:
+        roots = ", ".join(folder_paths.get_folder_paths(ALIGNER_FOLDER))
+        raise ThinkDiffError(f"aligner {name!r} not found in {roots}. Put thinkdiff_lvlm.safetensors there "
+                             f"(convert the release from {ALIGNER_RELEASE_URL} with `python -m thinkdiff convert-aligner`).")
+    return Path(path)
+
+
+def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """``auto`` picks bf16 where ComfyUI says the device runs it well, else fp16, else fp32."""
+    named = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if choice in named:
+        return named[choice]
+    if mm.should_use_bf16(device):
+        return torch.bfloat16
+    return torch.float16 if mm.should_use_fp16(device) else torch.float32
+
+
+def load_device(choice: str) -> torch.device:
+    return torch.device("cpu") if choice == "cpu" else mm.get_torch_device()
+
+
+def patcher_for(module: torch.nn.Module, device: torch.device) -> comfy.model_patcher.ModelPatcher:
+    """Hand ``module`` (kept on the offload device) to ComfyUI's memory manager."""
+    offload = mm.text_encoder_offload_device() if device.type != "cpu" else device
+    return comfy.model_patcher.ModelPatcher(module, load_device=device, offload_device=offload,
+                                            size=mm.module_size(module))
+
+
+def load_for_use(patcher: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
+    """Move the model onto its device through ComfyUI (evicting others as needed) and return it."""
+    mm.load_models_gpu([patcher], force_full_load=True)
+    return patcher.model

@@ -1,0 +1,8 @@
+"""Socket types of the ThinkDiff nodes."""
+
+from comfy_api.latest import io
+
+VLM = io.Custom("THINKDIFF_VLM")
+ALIGNER = io.Custom("THINKDIFF_ALIGNER")
+FEATURES = io.Custom("THINKDIFF_FEATURES")
+CATEGORY = "ThinkDiff"

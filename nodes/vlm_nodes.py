@@ -1,0 +1,128 @@
+"""Loading Qwen2-VL and letting it think: the ThinkDiff-LVLM encode step."""
+
+from __future__ import annotations
+
+import comfy.model_management as mm
+import comfy.utils
+import torch
+from comfy_api.latest import io, ui
+
+from ..thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list
+from ..thinkdiff.prompts import IMAGE_PLACEHOLDER
+from ..thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+from .comfy_models import (
+    load_device,
+    load_for_use,
+    patcher_for,
+    resolve_dtype,
+    vlm_folder_path,
+    vlm_folders,
+)
+from .types import CATEGORY, FEATURES, VLM
+
+DEFAULTS = SamplingOptions()
+
+
+class ThinkDiffVLMLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ThinkDiffVLMLoader",
+            display_name="ThinkDiff VLM Loader (Qwen2-VL)",
+            category=CATEGORY,
+            description="Loads a Qwen2-VL-Instruct Hugging Face folder from ComfyUI/models/LLM. "
+                        "ComfyUI's memory manager moves it to the GPU only while it encodes.",
+            inputs=[
+                io.Combo.Input("model", options=vlm_folders(),
+                               tooltip="A Qwen2-VL-Instruct folder under ComfyUI/models/LLM "
+                                       "(e.g. Qwen2-VL-7B-Instruct from https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct)."),
+                io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
+                               tooltip="Weight precision. auto = bf16 where the device supports it (the paper's choice)."),
+                io.Combo.Input("device", options=["default", "cpu"], default="default",
+                               tooltip="default = ComfyUI's main device (GPU); cpu keeps the VLM off the GPU (slow)."),
+            ],
+            outputs=[VLM.Output(display_name="vlm")],
+        )
+
+    @classmethod
+    def execute(cls, model: str, dtype: str, device: str) -> io.NodeOutput:
+        target = load_device(device)
+        encoder = QwenVLEncoder.from_folder(vlm_folder_path(model), dtype=resolve_dtype(dtype, target))
+        return io.NodeOutput(patcher_for(encoder, target))
+
+
+class ThinkDiffVLMEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ThinkDiffVLMEncode",
+            display_name="ThinkDiff VLM Think",
+            category=CATEGORY,
+            description="Qwen2-VL reads the images and the prompt and writes an answer; the final-norm hidden states "
+                        "of the generated tokens are the features for the ThinkDiff aligner. Defaults are the paper's "
+                        "(128 tokens, temperature 0.6, top-p 0.9, sampling past end-of-text).",
+            inputs=[
+                VLM.Input("vlm"),
+                io.String.Input("prompt", multiline=True,
+                                default="Create a diffusion prompt for a dog in the style of this picture. "
+                                        "Do not use 'similar to the image'",
+                                tooltip=f"Instruction for the VLM. Write {IMAGE_PLACEHOLDER} where each image goes "
+                                        "(in batch order); without placeholders all images come first."),
+                io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the VLM's sampling. Changing only the sampler seed does not re-run the VLM."),
+                io.Int.Input("max_new_tokens", default=DEFAULTS.max_new_tokens, min=1, max=2048,
+                             tooltip="Tokens the VLM generates = conditioning length. The paper uses 128."),
+                io.Float.Input("temperature", default=DEFAULTS.temperature, min=0.01, max=2.0, step=0.01,
+                               tooltip="Sampling temperature (paper: 0.6). Ignored when greedy is on."),
+                io.Float.Input("top_p", default=DEFAULTS.top_p, min=0.01, max=1.0, step=0.01,
+                               tooltip="Nucleus sampling (paper: 0.9). Ignored when greedy is on."),
+                io.Boolean.Input("greedy", default=DEFAULTS.greedy,
+                                 tooltip="Deterministic greedy decoding instead of sampling."),
+                io.Boolean.Input("stop_at_eos", default=DEFAULTS.stop_at_eos,
+                                 tooltip="Stop when the answer ends. Off (the paper) always generates max_new_tokens "
+                                         "tokens, continuing past the end of the answer."),
+                io.Combo.Input("picture_labels", options=["auto", "on", "off"], default="auto",
+                               tooltip="Prefix images with 'Picture k: ' (Qwen2-VL's add_vision_id). auto = when there "
+                                       "are several images, as in the paper's in-context (CoBSAT) prompts."),
+                io.Int.Input("min_pixels", default=REFERENCE_MIN_PIXELS, min=28 * 28, max=16384 * 28 * 28, step=28 * 28,
+                             tooltip="Smaller images are upscaled to at least this many pixels (reference: 224*224)."),
+                io.Int.Input("max_pixels", default=REFERENCE_MAX_PIXELS, min=28 * 28, max=16384 * 28 * 28, step=28 * 28,
+                             tooltip="Larger images are downscaled to at most this many pixels (reference: 1280*28*28). "
+                                     "Each 28x28 block costs one VLM token."),
+                io.Image.Input("images", optional=True,
+                               tooltip="Images for the prompt; each image of a batch is one picture, in order. "
+                                       "Join several LoadImage outputs with a Batch Images node."),
+            ],
+            outputs=[FEATURES.Output(display_name="features"), io.String.Output(display_name="text")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, vlm, prompt: str, seed: int, max_new_tokens: int, temperature: float, top_p: float,
+                greedy: bool, stop_at_eos: bool, picture_labels: str, min_pixels: int, max_pixels: int,
+                images: torch.Tensor | None = None) -> io.NodeOutput:
+        sampling = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                   greedy=greedy, stop_at_eos=stop_at_eos, seed=seed)
+        request = VLMRequest(prompt, as_pil_list(images), picture_labels)
+        encoder: QwenVLEncoder = vlm.model
+        inputs = encoder.prepare([request], min_pixels, max_pixels)  # validates before any GPU work
+        encoder = load_for_use(vlm)
+        inputs = {k: v.to(encoder.param_device) for k, v in inputs.items()}
+        node_id = cls.hidden.unique_id
+        progress = comfy.utils.ProgressBar(max_new_tokens, node_id=node_id)
+
+        def on_token(step: int, total: int, ids: torch.Tensor) -> None:
+            mm.throw_exception_if_processing_interrupted()
+            progress.update_absolute(step, total)
+            _show_text(encoder.decode(ids[0]), node_id)
+
+        answer = encoder.generate(inputs, sampling, on_token)[0]
+        return io.NodeOutput(answer, answer.text, ui=ui.PreviewText(answer.text))
+
+
+def _show_text(text: str, node_id: str | None) -> None:
+    """Stream the answer so far onto the node (only when a server is running)."""
+    from server import PromptServer
+
+    if node_id is not None and PromptServer.instance is not None:
+        PromptServer.instance.send_progress_text(text, node_id)

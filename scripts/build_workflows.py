@@ -1,0 +1,152 @@
+"""Author the shipped workflows (workflows/*.json, UI format 0.4) and their example input images.
+
+    .dev/venv/bin/python scripts/build_workflows.py
+
+The graphs are written here in API form with the real model file names, converted to the UI format
+with a running ComfyUI's /object_info, and given a setup note and download links. Tests convert them
+back the way the frontend does (tests/support/workflow_api.py) and run them with tiny models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.comfy_server import ComfyServer, prepare_base
+from tests.support.paths import REPO
+from tests.support.workflow_api import api_to_ui
+
+WORKFLOWS = REPO / "workflows"
+IMAGES = WORKFLOWS / "images"
+COBSAT_INSTRUCTION = (
+    "I give you several words and pictures. First, please analyse what the next picture is. Then give me a detailed "
+    "diffusion prompt to describe the next picture. Please only provide me the detailed prompt and start the answer "
+    "with 'Create an image'.\n\n")
+STYLE_INSTRUCTION = "Create an diffusion prompt for a dog in the style of this picture. Do not use 'similar to the image'"
+MODELS = {
+    "UNETLoader": [{"name": "flux1-dev.safetensors", "directory": "diffusion_models",
+                    "url": "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors"}],
+    "DualCLIPLoader": [
+        {"name": "clip_l.safetensors", "directory": "text_encoders",
+         "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"},
+        {"name": "t5xxl_fp16.safetensors", "directory": "text_encoders",
+         "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors"}],
+    "VAELoader": [{"name": "ae.safetensors", "directory": "vae",
+                   "url": "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors"}],
+}
+SETUP_NOTE = """## ThinkDiff-LVLM setup
+1. **Qwen2-VL-7B-Instruct** (whole folder) → `ComfyUI/models/LLM/Qwen2-VL-7B-Instruct/`
+   `huggingface-cli download Qwen/Qwen2-VL-7B-Instruct --local-dir ComfyUI/models/LLM/Qwen2-VL-7B-Instruct`
+2. **ThinkDiff aligner** → `ComfyUI/models/thinkdiff/thinkdiff_lvlm.safetensors`:
+   download the release checkpoint from https://huggingface.co/Mifucius/ThinkDiff and convert it once with
+   `python -m thinkdiff convert-aligner thinkdiff_lvlm.pth ComfyUI/models/thinkdiff/thinkdiff_lvlm.safetensors`
+   (run in `ComfyUI/custom_nodes/ComfyUI-ThinkDiff`).
+3. **Flux.1-dev**: flux1-dev.safetensors (diffusion_models), clip_l + t5xxl_fp16 (text_encoders), ae.safetensors (vae).
+
+The VLM's answer appears on the *ThinkDiff VLM Think* node while it generates."""
+
+
+def example_images() -> None:
+    """Small drawn inputs: two coloured balls (in-context) and a dotted pattern (style)."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    for name, colour in (("blue", (40, 80, 220)), ("brown", (120, 72, 36))):
+        image = Image.new("RGB", (256, 256), (235, 235, 230))
+        ImageDraw.Draw(image).ellipse((48, 48, 208, 208), fill=colour)
+        image.save(IMAGES / f"thinkdiff_{name}_ball.png")
+    image = Image.new("RGB", (256, 256), (250, 240, 210))
+    draw = ImageDraw.Draw(image)
+    for i in range(8):
+        for j in range(8):
+            colour = ((i * 37) % 255, (j * 53) % 255, ((i + j) * 29) % 255)
+            draw.ellipse((i * 32 + 6, j * 32 + 6, i * 32 + 26, j * 32 + 26), fill=colour)
+    image.save(IMAGES / "thinkdiff_dots.png")
+
+
+def flux_tail(positive: str, size: int, prefix: str) -> dict:
+    """Flux.1-dev sampling as in the paper: guidance 3.5 (in the conditioning), 28 steps, cfg 1."""
+    return {
+        "20": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": [positive, 0]}},
+        "21": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}},
+        "22": {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "23": {"class_type": "KSampler", "inputs": {
+            "model": ["21", 0], "seed": 0, "steps": 28, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+            "positive": [positive, 0], "negative": ["20", 0], "latent_image": ["22", 0], "denoise": 1.0}},
+        "24": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
+        "25": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": ["24", 0]}},
+        "26": {"class_type": "SaveImage", "inputs": {"images": ["25", 0], "filename_prefix": prefix}},
+    }
+
+
+def thinkdiff_head(prompt: str, images: list, picture_labels: str = "auto") -> dict:
+    return {
+        "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": "Qwen2-VL-7B-Instruct", "dtype": "auto",
+                                                             "device": "default"}},
+        "5": {"class_type": "ThinkDiffVLMEncode", "inputs": {
+            "vlm": ["1", 0], "prompt": prompt, "seed": 42, "max_new_tokens": 128, "temperature": 0.6, "top_p": 0.9,
+            "greedy": False, "stop_at_eos": False, "picture_labels": picture_labels, "min_pixels": 224 * 224,
+            "max_pixels": 1280 * 28 * 28, "images": images}},
+        "6": {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": "thinkdiff_lvlm.safetensors"}},
+        "7": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                         "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
+        "8": {"class_type": "ThinkDiffFluxConditioning", "inputs": {
+            "features": ["5", 0], "aligner": ["6", 0], "guidance": 3.5, "text": "", "text_tokens": 128, "clip": ["7", 0]}},
+    }
+
+
+def in_context() -> dict:
+    graph = {
+        "2": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_blue_ball.png"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_brown_ball.png"}},
+        "4": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["3", 0]}},
+    }
+    prompt = COBSAT_INSTRUCTION + "Word 1: blue, <image>\n\nWord 2: brown, <image>\n\nWord 3: orange, "
+    return {**graph, **thinkdiff_head(prompt, ["4", 0]), **flux_tail("8", 512, "ThinkDiff/in_context")}
+
+
+def image_instruction() -> dict:
+    graph = {"2": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_dots.png"}}}
+    return {**graph, **thinkdiff_head(STYLE_INSTRUCTION, ["2", 0]), **flux_tail("8", 1024, "ThinkDiff/image_instruction")}
+
+
+LAYOUT = {"1": (20, 40), "2": (20, 240), "3": (20, 600), "4": (340, 400), "5": (660, 40), "6": (660, 700),
+          "7": (660, 860), "8": (1100, 300), "20": (1420, 480), "21": (1420, 40), "22": (1420, 620),
+          "23": (1760, 200), "24": (1760, 620), "25": (2100, 200), "26": (2100, 320)}
+SIZES = {"5": [400, 620], "8": [340, 260], "23": [315, 262], "26": [400, 440]}
+
+
+def to_ui(api: dict, object_info: dict, title: str) -> dict:
+    extras = {nid: {"properties": {"Node name for S&R": node["class_type"], "models": MODELS[node["class_type"]]}}
+              for nid, node in api.items() if node["class_type"] in MODELS}
+    for nid, size in SIZES.items():
+        extras.setdefault(nid, {})["size"] = size
+    ui = api_to_ui(api, object_info, LAYOUT, extras)
+    note_id = ui["last_node_id"] + 1
+    ui["nodes"].append({"id": note_id, "type": "MarkdownNote", "pos": [20, 900], "size": [620, 360], "flags": {},
+                        "order": len(ui["nodes"]), "mode": 0, "inputs": [], "outputs": [], "title": title,
+                        "properties": {}, "widgets_values": [SETUP_NOTE], "color": "#432", "bgcolor": "#653"})
+    ui["last_node_id"] = note_id
+    return ui
+
+
+def main() -> None:
+    example_images()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = prepare_base(Path(tmp))
+        for image in IMAGES.glob("*.png"):  # LoadImage lists only files that exist
+            (base / "input" / image.name).write_bytes(image.read_bytes())
+        with ComfyServer(base) as server:
+            object_info = server.object_info()
+    for name, graph, title in (("thinkdiff_lvlm_in_context", in_context(), "In-context reasoning (CoBSAT style)"),
+                               ("thinkdiff_lvlm_image_instruction", image_instruction(), "Image + instruction")):
+        path = WORKFLOWS / f"{name}.json"
+        path.write_text(json.dumps(to_ui(graph, object_info, title), indent=1) + "\n")
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Test-only ComfyUI pack: loads tiny Flux weights through ComfyUI's own Flux classes.
+
+The stock loaders cannot take small weights (UNETLoader hard-codes Flux's 24 heads, DualCLIPLoader always
+builds a 4.7B-parameter T5-XXL). These loaders read the small config stored in the safetensors metadata by
+``tests/support/flux_weights.py`` and otherwise follow ComfyUI's code paths:
+  TinyFluxUNETLoader      model_detection.model_config_from_unet_config -> model_base.Flux -> ModelPatcher
+  TinyFluxDualCLIPLoader  comfy.sd.load_clip(clip_type=FLUX, model_options=<small configs>)
+                          -> FluxClipModel + FluxTokenizer (real T5 and CLIP-L tokenizers)
+Shipped workflows run in tests with only their model loaders swapped for these.
+"""
+
+import json
+
+import comfy.model_detection
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.sd
+import comfy.utils
+import folder_paths
+from safetensors import safe_open
+
+
+def _metadata(path):
+    with safe_open(path, framework="pt") as f:
+        return f.metadata() or {}
+
+
+class TinyFluxUNETLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"unet_name": (folder_paths.get_filename_list("diffusion_models"),)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = "testing/tiny_flux"
+
+    def load(self, unet_name):
+        path = folder_paths.get_full_path_or_raise("diffusion_models", unet_name)
+        config = json.loads(_metadata(path)["tiny_flux_config"])
+        sd = comfy.utils.load_torch_file(path, safe_load=True)
+        model_config = comfy.model_detection.model_config_from_unet_config(config, sd)
+        device = mm.get_torch_device()
+        dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(sd),
+                              supported_dtypes=list(model_config.supported_inference_dtypes),
+                              weight_dtype=comfy.utils.weight_dtype(sd))
+        model_config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, device, model_config.supported_inference_dtypes))
+        model = model_config.get_model(sd, "").to(mm.unet_offload_device())
+        model.load_model_weights(sd, "")
+        return (comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=mm.unet_offload_device()),)
+
+
+class TinyFluxDualCLIPLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = folder_paths.get_filename_list("text_encoders")
+        return {"required": {"clip_name1": (names,), "clip_name2": (names,)}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing/tiny_flux"
+
+    def load(self, clip_name1, clip_name2):
+        paths = [folder_paths.get_full_path_or_raise("text_encoders", n) for n in (clip_name1, clip_name2)]
+        options = {}
+        for path in paths:
+            meta = _metadata(path)
+            if "tiny_clip_l_config" in meta:  # long_clipl rebuilds clip_l_model_config from model_config: set both
+                options["model_config"] = json.loads(meta["tiny_clip_l_config"])
+                options["clip_l_model_config"] = json.loads(meta["tiny_clip_l_config"])
+            if "tiny_t5xxl_config" in meta:
+                options["t5xxl_model_config"] = json.loads(meta["tiny_t5xxl_config"])
+        clip = comfy.sd.load_clip(ckpt_paths=paths, embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                                  clip_type=comfy.sd.CLIPType.FLUX, model_options=options)
+        return (clip,)
+
+
+NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"TinyFluxUNETLoader": "Tiny Flux UNET Loader (test)",
+                              "TinyFluxDualCLIPLoader": "Tiny Flux DualCLIP Loader (test)"}

@@ -1,0 +1,1 @@
+"""Test and demo helpers (not shipped): tiny random models, a ComfyUI server driver, workflow conversion."""

@@ -1,0 +1,241 @@
+"""ThinkDiff-LVLM encoding: let Qwen2-VL answer, keep the final-norm states of its generated tokens.
+
+Semantics (the reference's patched vLLM, thinkdiff-reference.md section 3.2): row ``k`` of the
+features is the post-final-norm last-layer state whose logits sampled generated token ``k``; row 0 is
+the last prompt position and N tokens give N rows. The rows are captured by a forward hook on the
+language model's final norm while ``generate()`` runs, so no per-layer hidden states are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from packaging.version import Version
+from PIL import Image
+from torch import nn
+from transformers import (
+    AutoProcessor,
+    GenerationConfig,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from .errors import ThinkDiffError
+from .images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, fit_to_pixel_budget
+from .prompts import PictureLabels, render_chat
+
+QWEN2_VL_URL = "https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct"
+SUPPORTED_MODEL_TYPES = {
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+}
+_DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+# (step, total, generated ids so far [batch, step]) -> None; may raise to cancel generation.
+TokenCallback = Callable[[int, int, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """Generation settings; the defaults are the paper's inference settings.
+
+    ``stop_at_eos=False`` keeps sampling past end-of-sequence, as the reference does (vLLM
+    ``min_tokens = max_tokens = 128, ignore_eos``), so every answer has exactly ``max_new_tokens`` rows.
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 0.6
+    top_p: float = 0.9
+    greedy: bool = False
+    stop_at_eos: bool = False
+    seed: int = 42
+
+    def generation_config(self, eos_token_id: int | list[int], pad_token_id: int) -> GenerationConfig:
+        """A complete config, so nothing leaks in from a model folder's ``generation_config.json``."""
+        if self.max_new_tokens < 1:
+            raise ThinkDiffError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not self.greedy and (self.temperature <= 0 or not 0 < self.top_p <= 1):
+            raise ThinkDiffError(f"sampling needs temperature > 0 and 0 < top_p <= 1 (got {self.temperature}, {self.top_p}); "
+                                 "switch greedy on for deterministic decoding")
+        sample = {} if self.greedy else {"temperature": self.temperature, "top_p": self.top_p}
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            min_new_tokens=1 if self.stop_at_eos else self.max_new_tokens,
+            do_sample=not self.greedy, top_k=0, repetition_penalty=1.0, num_beams=1,
+            eos_token_id=eos_token_id, pad_token_id=pad_token_id, **sample)
+
+
+@dataclass
+class VLMOutput:
+    """One answer: ``features`` [N, hidden] (rows as described in the module docstring), its token ids and text."""
+
+    features: torch.Tensor
+    token_ids: torch.Tensor
+    text: str
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.features.shape[0])
+
+
+@dataclass
+class VLMRequest:
+    """One prompt: text with optional ``<image>`` placeholders and its images in order."""
+
+    prompt: str
+    images: Sequence[Image.Image] = ()
+    picture_labels: PictureLabels = "auto"
+
+
+class _EveryToken(StoppingCriteria):
+    """Calls ``callback`` after each generated token; never stops generation itself."""
+
+    def __init__(self, prompt_length: int, total: int, callback: TokenCallback) -> None:
+        self.prompt_length, self.total, self.callback = prompt_length, total, callback
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        generated = input_ids[:, self.prompt_length:]
+        self.callback(generated.shape[1], self.total, generated)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The language model's final RMSNorm (its output is what the reference captures)."""
+    for path in ("model.language_model.norm", "model.norm", "language_model.model.norm"):
+        module: Any = model
+        with contextlib.suppress(AttributeError):
+            for name in path.split("."):
+                module = getattr(module, name)
+            return module
+    raise ThinkDiffError(f"cannot find the final norm of {type(model).__name__}; is it a Qwen2-VL model?")
+
+
+@contextlib.contextmanager
+def capture_last_position(module: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect ``output[:, -1]`` of every forward of ``module`` while the context is open."""
+    rows: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        rows.append(output[:, -1].detach())
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield rows
+    finally:
+        handle.remove()
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ThinkDiffError(
+            f"{folder} is not a Hugging Face model folder (no config.json). Put the whole Qwen2-VL-Instruct folder "
+            f"there, e.g. `huggingface-cli download Qwen/Qwen2-VL-7B-Instruct --local-dir {folder}` ({QWEN2_VL_URL}).")
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ThinkDiffError(f"{config_file} is not valid JSON ({e}); download the model folder again.") from e
+
+
+class QwenVLEncoder(nn.Module):
+    """A Qwen2-VL model and its processor, producing ThinkDiff features.
+
+    It is an ``nn.Module`` so that ComfyUI's ModelPatcher can move it between devices.
+    """
+
+    def __init__(self, model: nn.Module, processor: Any, name: str = "") -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.processor = processor
+        self.name = name
+        # Generation settings come only from SamplingOptions: keep the token ids of the folder's
+        # generation_config and drop its sampling defaults (Qwen ships top_k=1, repetition_penalty=1.05).
+        folder_config = model.generation_config
+        self.eos_token_id = folder_config.eos_token_id if folder_config.eos_token_id is not None else model.config.eos_token_id
+        pad = folder_config.pad_token_id if folder_config.pad_token_id is not None else processor.tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self._first_eos()
+        model.generation_config = GenerationConfig(eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
+                                                   bos_token_id=folder_config.bos_token_id)
+
+    def _first_eos(self) -> int:
+        return self.eos_token_id[0] if isinstance(self.eos_token_id, list) else self.eos_token_id
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, dtype: torch.dtype = torch.bfloat16,
+                    attn_implementation: str = "sdpa") -> QwenVLEncoder:
+        """Load a Qwen2-VL(-Instruct) Hugging Face folder from disk (never from the hub) on the CPU."""
+        folder = Path(folder)
+        model_type = _read_config(folder).get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ThinkDiffError(f"{folder.name} is a {model_type!r} model; ThinkDiff-LVLM needs Qwen2-VL "
+                                 f"({', '.join(SUPPORTED_MODEL_TYPES)}), e.g. {QWEN2_VL_URL}")
+        model_class = getattr(transformers, SUPPORTED_MODEL_TYPES[model_type])
+        try:
+            processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
+            model = model_class.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=True,
+                                                attn_implementation=attn_implementation, **{_DTYPE_KWARG: dtype})
+        except (OSError, ValueError, KeyError) as e:
+            raise ThinkDiffError(f"could not load the model in {folder}: {e}. The folder must hold the complete "
+                                 f"download of {QWEN2_VL_URL} (config, tokenizer, preprocessor and *.safetensors files).") from e
+        return cls(model, processor, folder.name)
+
+    @property
+    def hidden_size(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "text_config", config).hidden_size)
+
+    @property
+    def param_device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def decode(self, token_ids: torch.Tensor, skip_special_tokens: bool = True) -> str:
+        return self.processor.tokenizer.decode(token_ids.tolist(), skip_special_tokens=skip_special_tokens)
+
+    def prepare(self, requests: Sequence[VLMRequest], min_pixels: int = REFERENCE_MIN_PIXELS,
+                max_pixels: int = REFERENCE_MAX_PIXELS) -> dict[str, torch.Tensor]:
+        """Chat-format, resize and tokenize a batch of requests (left-padded) for ``generate``."""
+        texts, images = [], []
+        for request in requests:
+            texts.append(render_chat(self.processor.tokenizer, request.prompt, len(request.images), request.picture_labels))
+            images.extend(fit_to_pixel_budget(request.images, min_pixels, max_pixels))
+        self.processor.tokenizer.padding_side = "left"
+        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        return {k: v.to(self.param_device) for k, v in inputs.items()}
+
+    @torch.inference_mode()
+    def generate(self, inputs: dict[str, torch.Tensor], sampling: SamplingOptions = SamplingOptions(),
+                 on_token: TokenCallback | None = None) -> list[VLMOutput]:
+        """Generate answers for prepared ``inputs`` and return each answer's features, ids and text."""
+        config = sampling.generation_config(self.eos_token_id, self.pad_token_id)
+        prompt_length = inputs["input_ids"].shape[1]
+        criteria = StoppingCriteriaList([_EveryToken(prompt_length, config.max_new_tokens, on_token)] if on_token else [])
+        devices = [self.param_device] if self.param_device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), capture_last_position(final_norm(self.model)) as rows:
+            torch.manual_seed(sampling.seed)
+            sequences = self.model.generate(**inputs, generation_config=config, stopping_criteria=criteria)
+        generated = sequences[:, prompt_length:]
+        features = torch.stack(rows[: generated.shape[1]], dim=1)
+        return [self._answer(features[i], generated[i], sampling.stop_at_eos) for i in range(generated.shape[0])]
+
+    def _answer(self, features: torch.Tensor, ids: torch.Tensor, stop_at_eos: bool) -> VLMOutput:
+        if stop_at_eos:  # keep up to and including the first end-of-sequence token, as vLLM reports it
+            eos = torch.tensor(self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id],
+                               device=ids.device)
+            hits = torch.isin(ids, eos).nonzero()
+            if len(hits):
+                end = int(hits[0]) + 1
+                features, ids = features[:end], ids[:end]
+        return VLMOutput(features=features.cpu(), token_ids=ids.cpu(), text=self.decode(ids))
+
+    def encode(self, requests: Sequence[VLMRequest], sampling: SamplingOptions = SamplingOptions(),
+               on_token: TokenCallback | None = None, min_pixels: int = REFERENCE_MIN_PIXELS,
+               max_pixels: int = REFERENCE_MAX_PIXELS) -> list[VLMOutput]:
+        """Prepare and generate in one call."""
+        return self.generate(self.prepare(requests, min_pixels, max_pixels), sampling, on_token)
