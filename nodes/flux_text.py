@@ -1,7 +1,7 @@
 """Flux text pieces of ThinkDiff conditioning, through the user's own Flux CLIP (clip_l + t5xxl).
 
 ComfyUI's Flux tokenizer pads T5 to at least 256 tokens; the reference (diffusers, max_sequence_length
-128) pads or truncates to exactly 128 and keeps the end token, which :func:`fit_tokens` reproduces.
+128) pads or truncates to exactly 128 and keeps the end token (see ``thinkdiff.text_tokens``).
 """
 
 from __future__ import annotations
@@ -11,19 +11,9 @@ from typing import Any
 import torch
 
 from ..thinkdiff.errors import ThinkDiffError
+from ..thinkdiff.text_tokens import fit_tokens
 
 FLUX_POOLED_WIDTH = 768
-
-Token = tuple  # (token id, weight[, word id]) as produced by ComfyUI tokenizers
-
-
-def fit_tokens(tokens: list[Token], length: int, end_token: int, pad_token: int) -> list[Token]:
-    """Pad or truncate one tokenized prompt to ``length`` tokens ending the text with ``end_token``."""
-    text = [t for t in tokens if t[0] not in (end_token, pad_token)][: length - 1]
-    filler = (1.0,) + tuple(0 for _ in tokens[0][2:]) if tokens else (1.0,)
-    padded = text + [(end_token, *filler)]
-    return padded + [(pad_token, *filler)] * (length - len(padded))
-
 
 def _flux_tokens(clip: Any, text: str) -> dict[str, list]:
     tokens = clip.tokenize(text)

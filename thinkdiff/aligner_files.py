@@ -10,6 +10,7 @@ Python objects are refused and must go through :func:`convert_release_checkpoint
 from __future__ import annotations
 
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,8 @@ def load_aligner_weights(path: str | Path) -> AlignerWeights:
         except (SafetensorError, OSError, ValueError) as e:
             raise ThinkDiffError(f"{path.name} is not a readable .safetensors file ({e}); download it again.") from e
         return AlignerWeights(_normalise_keys(state, path), metadata)
+    if not zipfile.is_zipfile(path):
+        raise ThinkDiffError(f"{path.name} is not a readable PyTorch checkpoint (not a torch.save archive); download it again.")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -64,11 +64,11 @@ class SamplingOptions:
         if not self.greedy and (self.temperature <= 0 or not 0 < self.top_p <= 1):
             raise ThinkDiffError(f"sampling needs temperature > 0 and 0 < top_p <= 1 (got {self.temperature}, {self.top_p}); "
                                  "switch greedy on for deterministic decoding")
-        sample = {} if self.greedy else {"temperature": self.temperature, "top_p": self.top_p}
+        sample = {} if self.greedy else {"temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
         return GenerationConfig(
             max_new_tokens=self.max_new_tokens,
             min_new_tokens=1 if self.stop_at_eos else self.max_new_tokens,
-            do_sample=not self.greedy, top_k=0, repetition_penalty=1.0, num_beams=1,
+            do_sample=not self.greedy, repetition_penalty=1.0, num_beams=1,
             eos_token_id=eos_token_id, pad_token_id=pad_token_id, **sample)
 
 
@@ -144,6 +144,24 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise ThinkDiffError(f"{config_file} is not valid JSON ({e}); download the model folder again.") from e
 
 
+def _check_tokenizer(tokenizer: Any, config: Any, folder: Path) -> None:
+    """transformers silently builds an empty tokenizer when the files are missing: refuse that."""
+    image_token = getattr(config, "image_token_id", None)
+    if tokenizer.convert_tokens_to_ids("<|image_pad|>") != image_token:
+        raise ThinkDiffError(f"the tokenizer in {folder} does not know Qwen2-VL's image token: tokenizer files are missing "
+                             f"(tokenizer.json, tokenizer_config.json). Download the complete folder from {QWEN2_VL_URL}.")
+
+
+def trim_at_eos(features: torch.Tensor, ids: torch.Tensor, eos_ids: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep rows up to and including the first end-of-sequence token, as vLLM reports a stopped answer."""
+    eos = torch.tensor(eos_ids if isinstance(eos_ids, list) else [eos_ids], device=ids.device)
+    hits = torch.isin(ids, eos).nonzero()
+    if len(hits) == 0:
+        return features, ids
+    end = int(hits[0]) + 1
+    return features[:end], ids[:end]
+
+
 class QwenVLEncoder(nn.Module):
     """A Qwen2-VL model and its processor, producing ThinkDiff features.
 
@@ -184,6 +202,7 @@ class QwenVLEncoder(nn.Module):
         except (OSError, ValueError, KeyError) as e:
             raise ThinkDiffError(f"could not load the model in {folder}: {e}. The folder must hold the complete "
                                  f"download of {QWEN2_VL_URL} (config, tokenizer, preprocessor and *.safetensors files).") from e
+        _check_tokenizer(processor.tokenizer, model.config, folder)
         return cls(model, processor, folder.name)
 
     @property
@@ -225,13 +244,8 @@ class QwenVLEncoder(nn.Module):
         return [self._answer(features[i], generated[i], sampling.stop_at_eos) for i in range(generated.shape[0])]
 
     def _answer(self, features: torch.Tensor, ids: torch.Tensor, stop_at_eos: bool) -> VLMOutput:
-        if stop_at_eos:  # keep up to and including the first end-of-sequence token, as vLLM reports it
-            eos = torch.tensor(self.eos_token_id if isinstance(self.eos_token_id, list) else [self.eos_token_id],
-                               device=ids.device)
-            hits = torch.isin(ids, eos).nonzero()
-            if len(hits):
-                end = int(hits[0]) + 1
-                features, ids = features[:end], ids[:end]
+        if stop_at_eos:
+            features, ids = trim_at_eos(features, ids, self.eos_token_id)
         return VLMOutput(features=features.cpu(), token_ids=ids.cpu(), text=self.decode(ids))
 
     def encode(self, requests: Sequence[VLMRequest], sampling: SamplingOptions = SamplingOptions(),

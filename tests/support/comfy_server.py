@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from .paths import COMFYUI, REPO
 
 PACK_NAME = "ComfyUI-ThinkDiff"
+BINARY_TEXT = 3  # server.BinaryEventTypes.TEXT
 TEST_PACKS = REPO / "tests" / "comfy_packs"
 
 
@@ -94,7 +100,8 @@ class ComfyServer:
         request = urllib.request.Request(self.url + path, data=json.dumps(data).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
+            body = response.read()
+        return json.loads(body) if body else None
 
     def object_info(self) -> dict[str, Any]:
         return self.get("/object_info")
@@ -117,6 +124,49 @@ class ComfyServer:
 
     def run(self, graph: dict[str, Any], timeout: float = 600) -> RunResult:
         return RunResult(self.wait(self.queue(graph), timeout), self.base)
+
+    def run_watching(self, graph: dict[str, Any], on_event: Callable[[str, Any], None] | None = None,
+                     timeout: float = 600) -> tuple[RunResult, list[tuple[str, Any]]]:
+        """Run ``graph`` while listening on the websocket; returns the result and every event.
+
+        Events are ``(type, data)``: JSON messages as sent, binary progress text as ``("progress_text", (node, text))``.
+        ``on_event`` sees each event as it arrives (e.g. to interrupt).
+        """
+        return asyncio.run(self._watch(graph, on_event, timeout))
+
+    async def _watch(self, graph, on_event, timeout):
+        events: list[tuple[str, Any]] = []
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{self.url}/ws?clientId={self.client_id}") as ws:
+            prompt_id = await asyncio.to_thread(self.queue, graph)
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    data = json.loads(message.data)
+                    event = (data["type"], data.get("data"))
+                elif message.type == aiohttp.WSMsgType.BINARY:
+                    event = _binary_event(message.data)
+                else:
+                    break
+                events.append(event)
+                if on_event:
+                    await asyncio.to_thread(on_event, *event)
+                if _finishes(event, prompt_id):
+                    break
+        return RunResult(await asyncio.to_thread(self.wait, prompt_id, timeout), self.base), events
+
+
+def _finishes(event: tuple[str, Any], prompt_id: str) -> bool:
+    kind, data = event
+    if not isinstance(data, dict) or data.get("prompt_id") != prompt_id:
+        return False
+    return kind in ("execution_error", "execution_interrupted") or (kind == "executing" and data.get("node") is None)
+
+
+def _binary_event(payload: bytes) -> tuple[str, Any]:
+    kind = struct.unpack(">I", payload[:4])[0]
+    if kind == BINARY_TEXT:
+        length = struct.unpack(">I", payload[4:8])[0]
+        return "progress_text", (payload[8:8 + length].decode(), payload[8 + length:].decode(errors="replace"))
+    return f"binary_{kind}", None
 
 
 class RunResult:

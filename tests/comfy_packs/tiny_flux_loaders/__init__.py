@@ -74,6 +74,28 @@ class TinyFluxDualCLIPLoader:
         return (clip,)
 
 
-NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader}
+class TestConditioningInfo:
+    """Reports a CONDITIONING's shapes and keys as UI text, so tests can check what a node built."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"conditioning": ("CONDITIONING",)}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+    CATEGORY = "testing/tiny_flux"
+
+    def report(self, conditioning):
+        lines = []
+        for cond, extras in conditioning:
+            described = {k: list(v.shape) if hasattr(v, "shape") else v for k, v in sorted(extras.items())}
+            lines.append(json.dumps({"cond": list(cond.shape), "dtype": str(cond.dtype), **described}))
+        return {"ui": {"text": lines}}
+
+
+NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader,
+                       "TestConditioningInfo": TestConditioningInfo}
 NODE_DISPLAY_NAME_MAPPINGS = {"TinyFluxUNETLoader": "Tiny Flux UNET Loader (test)",
-                              "TinyFluxDualCLIPLoader": "Tiny Flux DualCLIP Loader (test)"}
+                              "TinyFluxDualCLIPLoader": "Tiny Flux DualCLIP Loader (test)",
+                              "TestConditioningInfo": "Conditioning Info (test)"}

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny random models (session-scoped) and a real ComfyUI server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.support.comfy_server import ComfyServer
+from tests.support.paths import COMFYUI
+from tests.support.tiny_comfy import make_tiny_base
+from tests.support.tiny_models import make_qwen2vl
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_qwen2vl(tmp_path_factory.mktemp("models") / "tiny-random-Qwen2-VL")
+
+
+@pytest.fixture(scope="session")
+def encoder(tiny_vlm_folder: Path):
+    from thinkdiff.vlm import QwenVLEncoder
+
+    return QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer(encoder):
+    return encoder.processor.tokenizer
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory: pytest.TempPathFactory):
+    """A ComfyUI 0.3.75 server process with this pack, the tiny-loader test pack and tiny models."""
+    if not (COMFYUI / "main.py").is_file():
+        pytest.fail(f"no ComfyUI tree at {COMFYUI}: run scripts/bootstrap.sh")
+    base = make_tiny_base(tmp_path_factory.mktemp("comfy_base"))
+    with ComfyServer(base) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy) -> dict:
+    return comfy.object_info()

@@ -1,0 +1,54 @@
+"""The aligner's maths against an independent formula, and widths taken from the weights."""
+
+import math
+
+import pytest
+import torch
+from transformers.models.t5.modeling_t5 import T5LayerNorm
+
+from tests.support.tiny_models import random_aligner
+from thinkdiff.aligner import Aligner, T5RMSNorm
+
+
+def reference_aligner(x: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Linear -> exact (erf) GELU -> Linear -> T5 RMSNorm (eps 1e-6), written out by hand in float64."""
+    x = x.double()
+    h = x @ state["in_proj.weight"].double().T + state["in_proj.bias"].double()
+    h = 0.5 * h * (1.0 + torch.erf(h / math.sqrt(2.0)))
+    y = h @ state["out_proj.weight"].double().T + state["out_proj.bias"].double()
+    y = y / torch.sqrt(y.pow(2).mean(-1, keepdim=True) + 1e-6)
+    return y * state["norm.weight"].double()
+
+
+def test_aligner_matches_the_formula():
+    aligner = random_aligner(in_dim=48, hidden_dim=96, out_dim=40, seed=3)
+    x = torch.randn(2, 7, 48) * 3
+    expected = reference_aligner(x, aligner.state_dict())
+    torch.testing.assert_close(aligner(x).double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_norm_matches_transformers_t5_layer_norm(dtype):
+    ours, theirs = T5RMSNorm(32), T5LayerNorm(32, eps=1e-6)
+    weight = torch.rand(32) + 0.5
+    ours.weight.data.copy_(weight)
+    theirs.weight.data.copy_(weight)
+    ours, theirs = ours.to(dtype), theirs.to(dtype)
+    x = (torch.randn(3, 5, 32) * 10).to(dtype)
+    out = ours(x)
+    assert out.dtype == theirs(x).dtype
+    torch.testing.assert_close(out, theirs(x))
+
+
+def test_widths_come_from_the_weights():
+    state = random_aligner(in_dim=24, hidden_dim=16, out_dim=8).state_dict()
+    aligner = Aligner.from_state_dict(state)
+    assert (aligner.in_dim, aligner.in_proj.out_features, aligner.out_dim) == (24, 16, 8)
+    assert aligner(torch.randn(5, 24)).shape == (5, 8)
+
+
+@pytest.mark.parametrize(("in_dim", "params"), [(3584, 31_469_568), (1408, 22_556_672)])
+def test_release_sizes(in_dim, params):
+    with torch.device("meta"):
+        aligner = Aligner(in_dim, 4096, 4096)
+    assert sum(p.numel() for p in aligner.parameters()) == params

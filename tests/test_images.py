@@ -1,0 +1,59 @@
+"""Odd images: RGBA, grayscale, tiny, huge, batches, extreme aspect ratios."""
+
+import pytest
+import torch
+from PIL import Image
+
+from thinkdiff.errors import ThinkDiffError
+from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list, fit_to_pixel_budget
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_channels_become_rgb(channels):
+    images = as_pil_list(torch.rand(2, 20, 30, channels))
+    assert [(i.mode, i.size) for i in images] == [("RGB", (30, 20))] * 2
+
+
+def test_rgba_drops_alpha():
+    pixel = torch.tensor([0.2, 0.4, 0.6, 0.0]).expand(1, 4, 4, 4)
+    assert as_pil_list(pixel)[0].getpixel((0, 0)) == (51, 102, 153)
+
+
+def test_single_image_and_lists():
+    assert len(as_pil_list(torch.rand(8, 8, 3))) == 1
+    assert len(as_pil_list([torch.rand(2, 8, 8, 3), Image.new("L", (5, 5))])) == 3
+    assert as_pil_list(None) == []
+
+
+def test_bad_layout():
+    with pytest.raises(ThinkDiffError, match="batch, height, width, channels"):
+        as_pil_list(torch.rand(3, 8, 8))
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 9), (27, 27)])
+def test_tiny_images_are_upscaled(size):
+    (image,) = fit_to_pixel_budget([Image.new("RGB", size)])
+    w, h = image.size
+    assert w % 28 == 0 and h % 28 == 0 and w * h >= REFERENCE_MIN_PIXELS
+
+
+def test_huge_images_are_downscaled():
+    (image,) = fit_to_pixel_budget([Image.new("RGB", (6000, 4000))])
+    w, h = image.size
+    assert w % 28 == 0 and h % 28 == 0 and w * h <= REFERENCE_MAX_PIXELS
+    assert abs(w / h - 1.5) < 0.05
+
+
+def test_conforming_images_are_untouched():
+    image = Image.new("RGB", (280, 224))
+    assert fit_to_pixel_budget([image])[0] is image
+
+
+def test_extreme_aspect_ratio():
+    with pytest.raises(ThinkDiffError, match="image 2 is 3000x10"):
+        fit_to_pixel_budget([Image.new("RGB", (50, 50)), Image.new("RGB", (3000, 10))])
+
+
+def test_bad_budget():
+    with pytest.raises(ThinkDiffError, match="min_pixels"):
+        fit_to_pixel_budget([Image.new("RGB", (50, 50))], min_pixels=1000, max_pixels=10)

@@ -1,0 +1,60 @@
+"""The reference chat format rendered with the real Qwen2 tokenizer."""
+
+import pytest
+
+from thinkdiff.errors import ThinkDiffError
+from thinkdiff.prompts import chat_messages, render_chat, user_content
+
+HEAD = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+TAIL = "<|im_end|>\n<|im_start|>assistant\n"
+IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def test_no_image(qwen_tokenizer):
+    assert render_chat(qwen_tokenizer, "a photo of a pink skateboard", 0) == HEAD + "a photo of a pink skateboard" + TAIL
+
+
+def test_one_image_goes_first_without_placeholder(qwen_tokenizer):
+    # thinkdiff-reference.md 3.3: image part, then the text part, no picture label
+    prompt = "Create an diffusion prompt for a dog in the style of this picture."
+    assert render_chat(qwen_tokenizer, prompt, 1) == HEAD + IMAGE + prompt + TAIL
+
+
+def test_several_images_interleaved_with_picture_labels(qwen_tokenizer):
+    # thinkdiff-reference.md 7.2: the CoBSAT prompt with add_vision_id=True
+    instruction = "I give you several words and pictures.\n\n"
+    prompt = instruction + "Word 1: blue, <image>\n\nWord 2: brown, <image>\n\nWord 3: orange, "
+    expected = (HEAD + instruction + "Word 1: blue, Picture 1: " + IMAGE + "\n\nWord 2: brown, Picture 2: " + IMAGE
+                + "\n\nWord 3: orange, " + TAIL)
+    assert render_chat(qwen_tokenizer, prompt, 2) == expected
+
+
+def test_picture_labels_can_be_forced(qwen_tokenizer):
+    assert render_chat(qwen_tokenizer, "x", 1, "on") == HEAD + "Picture 1: " + IMAGE + "x" + TAIL
+    assert render_chat(qwen_tokenizer, "<image> x <image>", 2, "off") == HEAD + IMAGE + " x " + IMAGE + TAIL
+
+
+def test_eight_images():
+    parts = user_content(" ".join(f"Word {i}: w{i}, <image>" for i in range(8)) + " next", 8)
+    assert [p["type"] for p in parts].count("image") == 8
+    assert parts[-1] == {"type": "text", "text": " next"}
+
+
+def test_messages_have_the_reference_system_prompt():
+    assert chat_messages("hi", 0)[0] == {"role": "system", "content": "You are a helpful assistant."}
+
+
+def test_placeholder_count_must_match():
+    with pytest.raises(ThinkDiffError, match="2 <image> placeholder.*3 image"):
+        user_content("<image> and <image>", 3)
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n", "<image>"])
+def test_prompt_needs_text(prompt):
+    with pytest.raises(ThinkDiffError, match="no text"):
+        user_content(prompt, 1)
+
+
+def test_bad_picture_label_mode(qwen_tokenizer):
+    with pytest.raises(ThinkDiffError, match="picture_labels"):
+        render_chat(qwen_tokenizer, "x", 1, "sometimes")

@@ -1,0 +1,187 @@
+"""ThinkDiff-LVLM features: hidden-state semantics, sampling, callbacks, batching and bad model folders."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from thinkdiff.errors import ThinkDiffError
+from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest, trim_at_eos
+
+COBSAT = "Word 1: blue, <image>\n\nWord 2: brown, <image>\n\nWord 3: orange, "
+
+
+@pytest.fixture(scope="module")
+def two_images():
+    return [Image.new("RGB", (64, 48), (30, 60, 220)), Image.new("RGB", (90, 90), (120, 70, 30))]
+
+
+def full_forward_states(encoder, inputs, generated):
+    """Post-final-norm last-layer states of prompt + generated tokens in one forward pass."""
+    sequence = torch.cat([inputs["input_ids"], generated[None]], dim=1)
+    extra = {"mm_token_type_ids": (sequence == encoder.model.config.image_token_id).int()} if "mm_token_type_ids" in inputs else {}
+    with torch.no_grad():
+        out = encoder.model(input_ids=sequence, attention_mask=torch.ones_like(sequence), pixel_values=inputs["pixel_values"],
+                            image_grid_thw=inputs["image_grid_thw"], output_hidden_states=True, **extra)
+    return out.hidden_states[-1][0]
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_rows_are_the_states_that_sampled_each_token(encoder, two_images, greedy):
+    inputs = encoder.prepare([VLMRequest(COBSAT, two_images)])
+    (answer,) = encoder.generate(inputs, SamplingOptions(max_new_tokens=12, greedy=greedy, seed=7))
+    assert answer.features.shape == (12, encoder.hidden_size) and answer.token_ids.shape == (12,)
+    states = full_forward_states(encoder, inputs, answer.token_ids)
+    prompt_length = inputs["input_ids"].shape[1]
+    # row 0 = last prompt position; row k = position of generated token k-1
+    torch.testing.assert_close(answer.features, states[prompt_length - 1: prompt_length + 11], rtol=1e-4, atol=1e-4)
+
+
+def test_final_norm_output_is_what_is_captured(encoder, two_images):
+    """The captured states are post-final-norm: the same as HF's last hidden state (== hidden_states[-1])."""
+    inputs = encoder.prepare([VLMRequest("describe <image> and <image>", two_images)])
+    (answer,) = encoder.generate(inputs, SamplingOptions(max_new_tokens=1, greedy=True))
+    with torch.no_grad():
+        out = encoder.model(**inputs, output_hidden_states=True)
+    torch.testing.assert_close(answer.features[0], out.hidden_states[-1][0, -1], rtol=1e-4, atol=1e-4)
+    logits_token = out.logits[0, -1].argmax()
+    assert answer.token_ids[0] == logits_token
+
+
+def test_text_is_the_decoded_answer(encoder):
+    (answer,) = encoder.encode([VLMRequest("a photo of a pink skateboard")], SamplingOptions(max_new_tokens=6))
+    assert answer.text == encoder.processor.tokenizer.decode(answer.token_ids, skip_special_tokens=True)
+
+
+def test_paper_sampling_defaults():
+    options = SamplingOptions()
+    assert (options.max_new_tokens, options.temperature, options.top_p) == (128, 0.6, 0.9)
+    assert not options.greedy and not options.stop_at_eos
+    config = options.generation_config(eos_token_id=[151645, 151643], pad_token_id=151643)
+    assert (config.max_new_tokens, config.min_new_tokens) == (128, 128)  # keep going past EOS: exactly 128 rows
+    assert config.do_sample and config.temperature == 0.6 and config.top_p == 0.9
+    assert config.top_k == 0 and config.repetition_penalty == 1.0 and config.num_beams == 1  # vLLM defaults
+    assert SamplingOptions(stop_at_eos=True).generation_config(1, 0).min_new_tokens == 1
+
+
+def test_folder_generation_config_does_not_leak(encoder):
+    """Qwen's generation_config.json (top_k 1, repetition_penalty 1.05, temperature 0.01) must not apply."""
+    config = encoder.model.generation_config
+    assert config.top_k in (None, 50) and config.repetition_penalty in (None, 1.0) and config.temperature in (None, 1.0)
+    assert encoder.eos_token_id == [151645, 151643]
+
+
+def test_seed_reproducibility_without_touching_global_rng(encoder):
+    request = [VLMRequest("a photo of a red car")]
+    state = torch.random.get_rng_state()
+    a = encoder.encode(request, SamplingOptions(max_new_tokens=10, seed=1, temperature=1.5))[0]
+    b = encoder.encode(request, SamplingOptions(max_new_tokens=10, seed=1, temperature=1.5))[0]
+    c = encoder.encode(request, SamplingOptions(max_new_tokens=10, seed=2, temperature=1.5))[0]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(a.token_ids, b.token_ids) and torch.equal(a.features, b.features)
+    assert not torch.equal(a.token_ids, c.token_ids)
+
+
+def test_callback_sees_every_token_and_can_cancel_within_one(encoder):
+    steps = []
+
+    def on_token(step, total, ids):
+        steps.append((step, total, ids.shape[1]))
+
+    encoder.encode([VLMRequest("hello")], SamplingOptions(max_new_tokens=5), on_token)
+    assert steps == [(k, 5, k) for k in range(1, 6)]
+
+    class Cancelled(Exception):
+        pass
+
+    seen = []
+
+    def cancel_at_three(step, total, ids):
+        seen.append(step)
+        if step == 3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        encoder.encode([VLMRequest("hello")], SamplingOptions(max_new_tokens=50), cancel_at_three)
+    assert seen == [1, 2, 3]
+
+
+def test_trim_at_eos_keeps_rows_up_to_the_end_token():
+    features, ids = torch.arange(12.0).reshape(6, 2), torch.tensor([5, 9, 7, 9, 3, 1])
+    kept_features, kept_ids = trim_at_eos(features, ids, [3, 7])
+    assert kept_ids.tolist() == [5, 9, 7] and torch.equal(kept_features, features[:3])
+    assert trim_at_eos(features, ids, 4)[1].tolist() == ids.tolist()
+
+
+def test_stop_at_eos_ends_generation(encoder):
+    (answer,) = encoder.encode([VLMRequest("hello")], SamplingOptions(max_new_tokens=40, stop_at_eos=True, temperature=2.0))
+    eos_positions = torch.isin(answer.token_ids, torch.tensor(encoder.eos_token_id)).nonzero()
+    if len(eos_positions):  # stopped: the end token is the last row
+        assert int(eos_positions[0]) == answer.num_tokens - 1
+    else:
+        assert answer.num_tokens == 40
+    assert answer.features.shape[0] == answer.num_tokens
+
+
+def test_batch_matches_single_requests(encoder, two_images):
+    requests = [VLMRequest(COBSAT, two_images), VLMRequest("a short text-only prompt")]
+    options = SamplingOptions(max_new_tokens=6, greedy=True)
+    batch = encoder.encode(requests, options)
+    for request, batched in zip(requests, batch, strict=True):
+        (single,) = encoder.encode([request], options)
+        assert torch.equal(single.token_ids, batched.token_ids)
+        torch.testing.assert_close(single.features, batched.features, rtol=1e-3, atol=1e-3)
+
+
+def test_eight_images_of_different_sizes(encoder):
+    images = [Image.new("RGB", (30 + 10 * i, 40), (20 * i, 0, 0)) for i in range(8)]
+    prompt = "".join(f"Word {i}: red, <image> " for i in range(8)) + "next:"
+    (answer,) = encoder.encode([VLMRequest(prompt, images)], SamplingOptions(max_new_tokens=3))
+    assert answer.num_tokens == 3
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (SamplingOptions(max_new_tokens=0), "max_new_tokens"),
+    (SamplingOptions(temperature=0.0), "temperature"),
+    (SamplingOptions(top_p=0.0), "top_p"),
+])
+def test_bad_sampling_options(encoder, options, message):
+    with pytest.raises(ThinkDiffError, match=message):
+        encoder.encode([VLMRequest("x")], options)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ThinkDiffError, match="no config.json.*huggingface-cli download Qwen/Qwen2-VL-7B-Instruct"):
+        QwenVLEncoder.from_folder(tmp_path / "missing")
+
+
+def test_not_a_qwen2vl_folder(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ThinkDiffError, match="'llama' model; ThinkDiff-LVLM needs Qwen2-VL"):
+        QwenVLEncoder.from_folder(tmp_path)
+
+
+def test_corrupt_config(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ThinkDiffError, match="not valid JSON"):
+        QwenVLEncoder.from_folder(tmp_path)
+
+
+def test_missing_weights(tmp_path, tiny_vlm_folder):
+    folder = tmp_path / "incomplete"
+    shutil.copytree(tiny_vlm_folder, folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ThinkDiffError, match="complete download"):
+        QwenVLEncoder.from_folder(folder)
+
+
+def test_missing_tokenizer_files(tmp_path, tiny_vlm_folder):
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_vlm_folder, folder)
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(ThinkDiffError, match="tokenizer files are missing"):
+        QwenVLEncoder.from_folder(folder)
