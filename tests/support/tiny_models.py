@@ -36,13 +36,13 @@ QWEN_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
 TINY_VISION = dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2)
-# Real widths of Qwen2-VL-2B / 7B, with few layers (for benchmarks).
+# Real sizes of Qwen2-VL-2B / 7B (benchmarks pass fewer layers on the CPU).
 WIDTHS = {
     "tiny": (TINY_TEXT, TINY_VISION, True),
-    "2b": (dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2,
+    "2b": (dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
                 rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
            dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4), True),
-    "7b": (dict(hidden_size=3584, intermediate_size=18944, num_attention_heads=28, num_key_value_heads=4,
+    "7b": (dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
                 rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
            dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4), False),
 }
