@@ -2,12 +2,22 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .clip_nodes import (
+    ThinkDiffCLIPFluxConditioning,
+    ThinkDiffCogVideoXConditioning,
+    ThinkDiffCogVideoXWrapperEmbeds,
+    ThinkDiffImageEncode,
+    ThinkDiffVisionLoader,
+)
 from .comfy_models import register_model_folders
 from .conditioning_nodes import ThinkDiffAlignerLoader, ThinkDiffFluxConditioning
 from .vlm_nodes import ThinkDiffVLMEncode, ThinkDiffVLMLoader
 
-NODES: list[type[io.ComfyNode]] = [ThinkDiffVLMLoader, ThinkDiffVLMEncode, ThinkDiffAlignerLoader,
-                                   ThinkDiffFluxConditioning]
+NODES: list[type[io.ComfyNode]] = [
+    ThinkDiffVLMLoader, ThinkDiffVLMEncode, ThinkDiffAlignerLoader, ThinkDiffFluxConditioning,
+    ThinkDiffVisionLoader, ThinkDiffImageEncode, ThinkDiffCLIPFluxConditioning,
+    ThinkDiffCogVideoXConditioning, ThinkDiffCogVideoXWrapperEmbeds,
+]
 
 
 register_model_folders()  # before any schema lists models/thinkdiff

@@ -8,8 +8,10 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import folder_paths
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..thinkdiff.errors import ThinkDiffError
+from ..thinkdiff.vision import VISION_FORMAT
 
 ALIGNER_FOLDER = "thinkdiff"
 VLM_FOLDER = "LLM"
@@ -53,12 +55,29 @@ def vlm_folder_path(name: str) -> Path:
                          "ComfyUI/models/LLM/Qwen2-VL-7B-Instruct (https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct).")
 
 
-def aligner_file_path(name: str) -> Path:
+def _file_format(path: str) -> str:
+    """The ``format`` metadata of a .safetensors file ('' for other files or none)."""
+    if not path.endswith((".safetensors", ".sft")):
+        return ""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return (f.metadata() or {}).get("format", "")
+    except (SafetensorError, OSError):
+        return ""
+
+
+def thinkdiff_files(vision: bool) -> list[str]:
+    """Files in models/thinkdiff: vision-encoder files, or everything else (aligners)."""
+    names = folder_paths.get_filename_list(ALIGNER_FOLDER)
+    return [n for n in names if (_file_format(folder_paths.get_full_path(ALIGNER_FOLDER, n)) == VISION_FORMAT) == vision]
+
+
+def thinkdiff_file_path(name: str) -> Path:
     path = folder_paths.get_full_path(ALIGNER_FOLDER, name)
     if path is None:
         roots = ", ".join(folder_paths.get_folder_paths(ALIGNER_FOLDER))
-        raise ThinkDiffError(f"aligner {name!r} not found in {roots}. Put thinkdiff_lvlm.safetensors there "
-                             f"(convert the release from {ALIGNER_RELEASE_URL} with `python -m thinkdiff convert-aligner`).")
+        raise ThinkDiffError(f"{name!r} not found in {roots}. Aligners: convert the release from {ALIGNER_RELEASE_URL} "
+                             "with `python -m thinkdiff convert-aligner`; the vision encoder: `python -m thinkdiff extract-vision`.")
     return Path(path)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 import comfy.ops
-import folder_paths
 import torch
 from comfy_api.latest import io
 
@@ -12,8 +11,9 @@ from ..thinkdiff.aligner import Aligner
 from ..thinkdiff.aligner_files import load_aligner_weights
 from ..thinkdiff.errors import ThinkDiffError
 from ..thinkdiff.vlm import VLMOutput
-from .comfy_models import ALIGNER_FOLDER, aligner_file_path, load_for_use, patcher_for
-from .flux_text import FLUX_POOLED_WIDTH, encode_text, pooled_only
+from .alignment import align, join_text
+from .comfy_models import patcher_for, thinkdiff_file_path, thinkdiff_files
+from .text_encoding import FLUX_POOLED_WIDTH, flux_pooled, flux_text
 from .types import ALIGNER, CATEGORY, FEATURES
 
 
@@ -26,31 +26,17 @@ class ThinkDiffAlignerLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads a ThinkDiff aligner (.safetensors, or a release .pth holding only tensors) "
                         "from ComfyUI/models/thinkdiff.",
-            inputs=[io.Combo.Input("aligner_name", options=folder_paths.get_filename_list(ALIGNER_FOLDER),
+            inputs=[io.Combo.Input("aligner_name", options=thinkdiff_files(vision=False),
                                    tooltip="Aligner weights in ComfyUI/models/thinkdiff, e.g. thinkdiff_lvlm.safetensors.")],
             outputs=[ALIGNER.Output(display_name="aligner")],
         )
 
     @classmethod
     def execute(cls, aligner_name: str) -> io.NodeOutput:
-        weights = load_aligner_weights(aligner_file_path(aligner_name))
+        weights = load_aligner_weights(thinkdiff_file_path(aligner_name))
         aligner = Aligner.from_state_dict(weights.state, operations=comfy.ops.manual_cast, dtype=torch.float32)
         aligner.description = f"{aligner_name} ({weights.describe()})"
         return io.NodeOutput(patcher_for(aligner, mm.get_torch_device()))
-
-
-def align(aligner_patcher, features: torch.Tensor) -> torch.Tensor:
-    """Project ``features`` [N, in] with the aligner; returns [1, N, out] on ComfyUI's intermediate device."""
-    aligner: Aligner = aligner_patcher.model
-    if features.shape[-1] != aligner.in_dim:
-        raise ThinkDiffError(
-            f"the VLM gives {features.shape[-1]}-wide features but {aligner.description} expects {aligner.in_dim}. "
-            "Use the aligner trained for this VLM (the released LVLM aligner needs Qwen2-VL-7B, 3584 wide).")
-    aligner = load_for_use(aligner_patcher)
-    device = next(aligner.parameters()).device
-    with torch.inference_mode():
-        aligned = aligner(features.to(device=device, dtype=torch.float32))
-    return aligned.unsqueeze(0).to(mm.intermediate_device())
 
 
 class ThinkDiffFluxConditioning(io.ComfyNode):
@@ -83,18 +69,15 @@ class ThinkDiffFluxConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, features: VLMOutput, aligner, guidance: float, text: str, text_tokens: int,
                 clip=None) -> io.NodeOutput:
-        cond = align(aligner, features.features)
+        cond = align(aligner, features.features, "the VLM")
         if text.strip():
             if clip is None:
                 raise ThinkDiffError("text is set but no CLIP is connected: connect the Flux DualCLIPLoader to clip, "
                                      "or clear the text.")
-            text_cond, pooled = encode_text(clip, text, text_tokens)
-            if text_cond.shape[-1] != cond.shape[-1]:
-                raise ThinkDiffError(f"the aligner outputs {cond.shape[-1]}-wide tokens but the T5 of this CLIP is "
-                                     f"{text_cond.shape[-1]} wide: they cannot be joined.")
-            cond = torch.cat([cond, text_cond.to(cond)], dim=1)
+            text_cond, pooled = flux_text(clip, text, text_tokens)
+            cond = join_text(cond, text_cond)
         elif clip is not None:
-            pooled = pooled_only(clip, "")
+            pooled = flux_pooled(clip, "")
         else:
             pooled = torch.zeros(1, FLUX_POOLED_WIDTH)
         return io.NodeOutput([[cond, {"pooled_output": pooled.to(cond), "guidance": guidance}]])

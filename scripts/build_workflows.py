@@ -39,6 +39,9 @@ MODELS = {
     "VAELoader": [{"name": "ae.safetensors", "directory": "vae",
                    "url": "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors"}],
 }
+# CogVideoX-5b's transformer and VAE in ComfyUI's native format have no single-file download we can vouch for:
+# the note names the source (THUDM/CogVideoX-5b); only the T5 gets a download link.
+COGVIDEOX_MODELS = {"CLIPLoader": MODELS["DualCLIPLoader"][1:]}
 SETUP_NOTE = """## ThinkDiff-LVLM setup
 1. **Qwen2-VL-7B-Instruct** (whole folder) → `ComfyUI/models/LLM/Qwen2-VL-7B-Instruct/`
    `huggingface-cli download Qwen/Qwen2-VL-7B-Instruct --local-dir ComfyUI/models/LLM/Qwen2-VL-7B-Instruct`
@@ -49,6 +52,16 @@ SETUP_NOTE = """## ThinkDiff-LVLM setup
 3. **Flux.1-dev**: flux1-dev.safetensors (diffusion_models), clip_l + t5xxl_fp16 (text_encoders), ae.safetensors (vae).
 
 The VLM's answer appears on the *ThinkDiff VLM Think* node while it generates."""
+CLIP_SETUP_NOTE = """## ThinkDiff-CLIP setup
+1. **Vision encoder** (BLIP-2's EVA ViT-g, ~2 GB) → `ComfyUI/models/thinkdiff/blip2_vision.safetensors`:
+   download https://huggingface.co/Salesforce/blip2-flan-t5-xxl, then (in `ComfyUI/custom_nodes/ComfyUI-ThinkDiff`)
+   `python -m thinkdiff extract-vision PATH/blip2-flan-t5-xxl ComfyUI/models/thinkdiff/blip2_vision.safetensors`
+   (the 15 GB folder can be deleted afterwards).
+2. **ThinkDiff-CLIP aligner** → `ComfyUI/models/thinkdiff/thinkdiff_clip.safetensors`: convert the release from
+   https://huggingface.co/Mifucius/ThinkDiff with `python -m thinkdiff convert-aligner thinkdiff_clip.pth ...`.
+3. **Diffusion model and text encoders** as linked on the loader nodes (Flux.1-dev). For the CogVideoX workflow
+   (native CogVideoX needs ComfyUI 0.21 or newer): CogVideoX-5b (https://huggingface.co/THUDM/CogVideoX-5b) as a
+   ComfyUI diffusion model + VAE, and t5xxl_fp16 with CLIPLoader type cogvideox."""
 
 
 def example_images() -> None:
@@ -113,22 +126,80 @@ def image_instruction() -> dict:
     return {**graph, **thinkdiff_head(STYLE_INSTRUCTION, ["2", 0]), **flux_tail("8", 1024, "ThinkDiff/image_instruction")}
 
 
+def clip_head(images: dict, aligner: str = "thinkdiff_clip.safetensors") -> dict:
+    return {
+        **images,
+        "9": {"class_type": "ThinkDiffVisionLoader", "inputs": {"vision_name": "blip2_vision.safetensors", "dtype": "auto",
+                                                                "device": "default"}},
+        "5": {"class_type": "ThinkDiffImageEncode", "inputs": {"vision": ["9", 0], "images": ["4", 0]}},
+        "6": {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": aligner}},
+    }
+
+
+def clip_flux(images: dict, text: str, prefix: str) -> dict:
+    return {
+        **clip_head(images),
+        "7": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                         "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
+        "8": {"class_type": "ThinkDiffCLIPFluxConditioning", "inputs": {
+            "image_tokens": ["5", 0], "aligner": ["6", 0], "clip": ["7", 0], "text": text, "guidance": 3.5,
+            "text_tokens": 128}},
+        **flux_tail("8", 1024, prefix),
+    }
+
+
+def clip_image_text() -> dict:
+    images = {"4": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_dots.png"}}}
+    return clip_flux(images, "a dog", "ThinkDiff/clip_image_text")
+
+
+def clip_two_images() -> dict:
+    images = {
+        "2": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_blue_ball.png"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_dots.png"}},
+        "4": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["3", 0]}},
+    }
+    return clip_flux(images, "", "ThinkDiff/clip_two_images")
+
+
+def clip_cogvideox() -> dict:
+    """CogVideoX-5b (native, ComfyUI 0.21+): 226 tokens, guidance 6, 50 steps, 49 frames at 720x480."""
+    images = {"4": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_dots.png"}}}
+    return {
+        **clip_head(images),
+        "7": {"class_type": "CLIPLoader", "inputs": {"clip_name": "t5xxl_fp16.safetensors", "type": "cogvideox"}},
+        "8": {"class_type": "ThinkDiffCogVideoXConditioning", "inputs": {
+            "image_tokens": ["5", 0], "aligner": ["6", 0], "clip": ["7", 0], "negative_text": "", "total_tokens": 226,
+            "text": "A panda, dressed in a small red jacket and a tiny hat, sits on a wooden stool in a serene bamboo forest, "
+                    "strumming a miniature acoustic guitar in the style of this picture."}},
+        "21": {"class_type": "UNETLoader", "inputs": {"unet_name": "cogvideox_5b_bf16.safetensors", "weight_dtype": "default"}},
+        "22": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 720, "height": 480, "length": 49, "batch_size": 1}},
+        "23": {"class_type": "KSampler", "inputs": {
+            "model": ["21", 0], "seed": 42, "steps": 50, "cfg": 6.0, "sampler_name": "ddim", "scheduler": "ddim_uniform",
+            "positive": ["8", 0], "negative": ["8", 1], "latent_image": ["22", 0], "denoise": 1.0}},
+        "24": {"class_type": "VAELoader", "inputs": {"vae_name": "cogvideox_vae.safetensors"}},
+        "25": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": ["24", 0]}},
+        "26": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["25", 0], "filename_prefix": "ThinkDiff/clip_cogvideox",
+                                                            "fps": 8.0, "lossless": False, "quality": 90, "method": "default"}},
+    }
+
+
 LAYOUT = {"1": (20, 40), "2": (20, 240), "3": (20, 600), "4": (340, 400), "5": (660, 40), "6": (660, 700),
-          "7": (660, 860), "8": (1100, 300), "20": (1420, 480), "21": (1420, 40), "22": (1420, 620),
+          "7": (660, 860), "8": (1100, 300), "9": (20, 40), "20": (1420, 480), "21": (1420, 40), "22": (1420, 620),
           "23": (1760, 200), "24": (1760, 620), "25": (2100, 200), "26": (2100, 320)}
 SIZES = {"5": [400, 620], "8": [340, 260], "23": [315, 262], "26": [400, 440]}
 
 
-def to_ui(api: dict, object_info: dict, title: str) -> dict:
-    extras = {nid: {"properties": {"Node name for S&R": node["class_type"], "models": MODELS[node["class_type"]]}}
-              for nid, node in api.items() if node["class_type"] in MODELS}
+def to_ui(api: dict, object_info: dict, title: str, note: str, models: dict) -> dict:
+    extras = {nid: {"properties": {"Node name for S&R": node["class_type"], "models": models[node["class_type"]]}}
+              for nid, node in api.items() if node["class_type"] in models}
     for nid, size in SIZES.items():
         extras.setdefault(nid, {})["size"] = size
     ui = api_to_ui(api, object_info, LAYOUT, extras)
     note_id = ui["last_node_id"] + 1
     ui["nodes"].append({"id": note_id, "type": "MarkdownNote", "pos": [20, 900], "size": [620, 360], "flags": {},
                         "order": len(ui["nodes"]), "mode": 0, "inputs": [], "outputs": [], "title": title,
-                        "properties": {}, "widgets_values": [SETUP_NOTE], "color": "#432", "bgcolor": "#653"})
+                        "properties": {}, "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
     ui["last_node_id"] = note_id
     return ui
 
@@ -141,10 +212,17 @@ def main() -> None:
             (base / "input" / image.name).write_bytes(image.read_bytes())
         with ComfyServer(base) as server:
             object_info = server.object_info()
-    for name, graph, title in (("thinkdiff_lvlm_in_context", in_context(), "In-context reasoning (CoBSAT style)"),
-                               ("thinkdiff_lvlm_image_instruction", image_instruction(), "Image + instruction")):
+    shipped = (
+        ("thinkdiff_lvlm_in_context", in_context(), "In-context reasoning (CoBSAT style)", SETUP_NOTE, MODELS),
+        ("thinkdiff_lvlm_image_instruction", image_instruction(), "Image + instruction", SETUP_NOTE, MODELS),
+        ("thinkdiff_clip_flux_image_text", clip_image_text(), "Image + text composition", CLIP_SETUP_NOTE, MODELS),
+        ("thinkdiff_clip_flux_two_images", clip_two_images(), "Two images", CLIP_SETUP_NOTE, MODELS),
+        ("thinkdiff_clip_cogvideox", clip_cogvideox(), "Image + text → video (native CogVideoX, ComfyUI 0.21+)",
+         CLIP_SETUP_NOTE, COGVIDEOX_MODELS),
+    )
+    for name, graph, title, note, models in shipped:
         path = WORKFLOWS / f"{name}.json"
-        path.write_text(json.dumps(to_ui(graph, object_info, title), indent=1) + "\n")
+        path.write_text(json.dumps(to_ui(graph, object_info, title, note, models), indent=1) + "\n")
         print("wrote", path)
 
 

@@ -3,14 +3,28 @@
 import json
 
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from tests.support.comfy_server import PACK_NAME
-from tests.support.tiny_comfy import TINY_ALIGNER, TINY_VLM, shipped_workflows, tiny_api_graph
+from tests.support.tiny_comfy import (
+    TINY_ALIGNER,
+    TINY_CLIP_ALIGNER,
+    TINY_VISION,
+    TINY_VLM,
+    shipped_workflows,
+    tiny_api_graph,
+)
+from tests.support.tiny_diffusers import tiny_cogvideox_frames
 from tests.support.tiny_models import make_aligner
 
 pytestmark = pytest.mark.comfyui
-THINKDIFF_NODES = ["ThinkDiffVLMLoader", "ThinkDiffVLMEncode", "ThinkDiffAlignerLoader", "ThinkDiffFluxConditioning"]
+THINKDIFF_NODES = ["ThinkDiffVLMLoader", "ThinkDiffVLMEncode", "ThinkDiffAlignerLoader", "ThinkDiffFluxConditioning",
+                   "ThinkDiffVisionLoader", "ThinkDiffImageEncode", "ThinkDiffCLIPFluxConditioning",
+                   "ThinkDiffCogVideoXConditioning", "ThinkDiffCogVideoXWrapperEmbeds"]
+TINY_CLIP = {"class_type": "TinyFluxDualCLIPLoader", "inputs": {"clip_name1": "clip_l-tiny-random.safetensors",
+                                                                "clip_name2": "t5xxl-tiny-random.safetensors"}}
 
 
 def think_graph(prompt="Describe a red ball.", images=None, **encode):
@@ -32,13 +46,48 @@ def think_graph(prompt="Describe a red ball.", images=None, **encode):
 def conditioning_graph(aligner=TINY_ALIGNER, text="", clip=True, **encode):
     graph = think_graph(**encode)
     graph["5"] = {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": aligner}}
-    graph["6"] = {"class_type": "TinyFluxDualCLIPLoader", "inputs": {"clip_name1": "clip_l-tiny-random.safetensors",
-                                                                     "clip_name2": "t5xxl-tiny-random.safetensors"}}
+    graph["6"] = TINY_CLIP
     graph["7"] = {"class_type": "ThinkDiffFluxConditioning", "inputs": {
         "features": ["2", 0], "aligner": ["5", 0], "guidance": 3.5, "text": text, "text_tokens": 128,
         **({"clip": ["6", 0]} if clip else {})}}
-    graph["8"] = {"class_type": "TestConditioningInfo", "inputs": {"conditioning": ["7", 0]}}
+    graph["8"] = {"class_type": "TestConditioningInfo", "inputs": {"conditioning": ["7", 0], "filename_prefix": "lvlm"}}
     return graph
+
+
+def clip_graph(node: str, images=("thinkdiff_dots.png",), text="a dog", prefix="", **inputs):
+    """Vision loader -> image encode -> a ThinkDiff-CLIP conditioning node -> TestConditioningInfo (every output)."""
+    graph = {
+        "1": {"class_type": "ThinkDiffVisionLoader", "inputs": {"vision_name": TINY_VISION, "dtype": "fp32", "device": "default"}},
+        "3": {"class_type": "ThinkDiffImageEncode", "inputs": {"vision": ["1", 0], "images": ["10", 0]}},
+        "5": {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": TINY_CLIP_ALIGNER}},
+        "6": TINY_CLIP,
+        "7": {"class_type": node, "inputs": {"image_tokens": ["3", 0], "aligner": ["5", 0], "clip": ["6", 0], "text": text,
+                                             **inputs}},
+    }
+    for index, image in enumerate(images):
+        graph[str(10 + index)] = {"class_type": "LoadImage", "inputs": {"image": image}}
+    for index in range(1, len(images)):
+        graph[f"2{index}"] = {"class_type": "ImageBatch", "inputs": {"image1": ["10" if index == 1 else f"2{index - 1}", 0],
+                                                                      "image2": [str(10 + index), 0]}}
+    if len(images) > 1:
+        graph["3"]["inputs"]["images"] = [f"2{len(images) - 1}", 0]
+    flux = node == "ThinkDiffCLIPFluxConditioning"
+    if flux:
+        graph["7"]["inputs"].update({"guidance": 3.5, "text_tokens": 128, **inputs})
+    outputs = 1 if flux else 2
+    for slot in range(outputs):
+        graph[f"8{slot}"] = {"class_type": "TestConditioningInfo",
+                             "inputs": {"conditioning": ["7", slot],
+                                        "filename_prefix": f"{prefix or f'{node}_{len(images)}'}_{slot}"}}
+    return graph
+
+
+def needs_missing_feature(graph: dict, object_info: dict) -> str:
+    """Why this ComfyUI cannot run ``graph`` (a combo value it does not offer), or ''."""
+    for node in graph.values():
+        if node["class_type"] == "CLIPLoader" and node["inputs"]["type"] not in object_info["CLIPLoader"]["input"]["required"]["type"][0]:
+            return f"this ComfyUI has no CLIPLoader type {node['inputs']['type']!r} (native CogVideoX needs ComfyUI 0.21+)"
+    return ""
 
 
 def test_every_node_is_registered(comfy, object_info):
@@ -56,22 +105,27 @@ def test_workflow_templates_are_served(comfy):
 
 
 @pytest.mark.parametrize("workflow", shipped_workflows(), ids=lambda p: p.stem)
-def test_shipped_workflow_runs_and_reuses_the_vlm(comfy, object_info, workflow):
+def test_shipped_workflow_runs(comfy, object_info, workflow):
     graph = tiny_api_graph(workflow, object_info)
+    missing = needs_missing_feature(graph, object_info)
+    if missing:
+        with pytest.raises(ValueError, match="value_not_in_list"):
+            comfy.queue(graph)  # ComfyUI's own validation refuses it, as expected
+        pytest.skip(missing)
     result = comfy.run(graph)
     assert result.ok, result.error
     (png,) = result.images()
     expected = graph[next(k for k, n in graph.items() if n["class_type"] == "EmptySD3LatentImage")]["inputs"]["width"]
     assert Image.open(png).size == (expected, expected)
-    encode_id = next(k for k, n in graph.items() if n["class_type"] == "ThinkDiffVLMEncode")
-    (text,) = result.texts(encode_id)
-    assert text.strip()
-
-    sampler_id = next(k for k, n in graph.items() if n["class_type"] == "KSampler")
-    graph[sampler_id]["inputs"]["seed"] += 1
-    again = comfy.run(graph)
-    assert again.ok, again.error
-    assert encode_id in again.cached_nodes and sampler_id not in again.cached_nodes
+    vlm_id = next((k for k, n in graph.items() if n["class_type"] == "ThinkDiffVLMEncode"), None)
+    if vlm_id:  # the VLM's thought is shown, and a new sampler seed reuses it instead of thinking again
+        (text,) = result.texts(vlm_id)
+        assert text.strip()
+        sampler_id = next(k for k, n in graph.items() if n["class_type"] == "KSampler")
+        graph[sampler_id]["inputs"]["seed"] += 1
+        again = comfy.run(graph)
+        assert again.ok, again.error
+        assert vlm_id in again.cached_nodes and sampler_id not in again.cached_nodes
 
 
 def test_progress_and_streamed_text(comfy):
@@ -129,3 +183,48 @@ def test_bad_input_is_reported_on_the_node_and_loses_nothing(comfy, graph, messa
     result = comfy.run(graph())
     assert not result.ok and message in result.error
     assert comfy.run(think_graph(seed=123)).ok  # the server and the loaded models still work
+
+
+@pytest.mark.parametrize(("images", "tokens"), [(1, 65 + 128), (2, 65 + 65 + 128)])
+def test_clip_flux_conditioning(comfy, images, tokens):
+    result = comfy.run(clip_graph("ThinkDiffCLIPFluxConditioning", images=["thinkdiff_dots.png", "thinkdiff_blue_ball.png"][:images]))
+    assert result.ok, result.error
+    info = json.loads(result.texts("80")[0])
+    assert info["cond"] == [1, tokens, 32] and info["pooled_output"] == [1, 32] and info["guidance"] == 3.5
+
+
+def test_clip_text_tokens_follow_the_image_tokens_and_set_the_pooled_vector(comfy):
+    """Reference: [aligned image (65), T5(text) (128)] and pooled = CLIP-L(text)."""
+    runs = {}
+    for text in ("a dog", "a watercolor cat"):
+        assert comfy.run(clip_graph("ThinkDiffCLIPFluxConditioning", text=text, prefix=text)).ok
+        runs[text] = load_file(comfy.base / "output" / f"{text}_0.safetensors")
+    dog, cat = runs["a dog"], runs["a watercolor cat"]
+    assert torch.equal(dog["0.cond"][:, :65], cat["0.cond"][:, :65])
+    assert not torch.equal(dog["0.cond"][:, 65:], cat["0.cond"][:, 65:])
+    assert not torch.equal(dog["0.pooled_output"], cat["0.pooled_output"])
+
+
+def test_native_cogvideox_needs_a_newer_comfyui(comfy, object_info):
+    if "cogvideox" in object_info["CLIPLoader"]["input"]["required"]["type"][0]:
+        pytest.skip("this ComfyUI has native CogVideoX")
+    result = comfy.run(clip_graph("ThinkDiffCogVideoXConditioning", negative_text="", total_tokens=226))
+    assert not result.ok and "no native CogVideoX" in result.error and "Wrapper" in result.error
+
+
+def test_cogvideox_wrapper_embeds_drive_a_diffusers_pipeline(comfy):
+    """The bare (1, 226, D) tensors are accepted by a tiny random diffusers CogVideoXPipeline (prompt_embeds path)."""
+    result = comfy.run(clip_graph("ThinkDiffCogVideoXWrapperEmbeds", negative_text="blurry", total_tokens=226))
+    assert result.ok, result.error
+    positive = load_file(comfy.base / "output" / "ThinkDiffCogVideoXWrapperEmbeds_1_0.safetensors")["0.cond"]
+    negative = load_file(comfy.base / "output" / "ThinkDiffCogVideoXWrapperEmbeds_1_1.safetensors")["0.cond"]
+    assert positive.shape == negative.shape == (1, 226, 32)
+    assert json.loads(result.texts("80")[0])["bare_tensor"] is True
+    frames = tiny_cogvideox_frames(positive, negative)
+    assert frames.shape == (1, 9, 16, 16, 3) and torch.isfinite(torch.from_numpy(frames)).all()
+
+
+def test_cogvideox_too_many_images(comfy):
+    result = comfy.run(clip_graph("ThinkDiffCogVideoXWrapperEmbeds", images=["thinkdiff_dots.png"] * 4, negative_text="",
+                                  total_tokens=226))
+    assert not result.ok and "leaving no room for text" in result.error

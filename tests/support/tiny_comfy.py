@@ -10,11 +10,13 @@ from typing import Any
 from .comfy_server import prepare_base
 from .flux_weights import FILES, write_all
 from .paths import REPO
-from .tiny_models import make_aligner, make_qwen2vl
+from .tiny_models import make_aligner, make_qwen2vl, make_vision
 from .workflow_api import ui_to_api
 
 TINY_VLM = "tiny-random-Qwen2-VL"
 TINY_ALIGNER = "tiny-random-aligner.safetensors"
+TINY_CLIP_ALIGNER = "tiny-random-clip-aligner.safetensors"
+TINY_VISION = "tiny-random-blip2-vision.safetensors"
 WORKFLOWS = REPO / "workflows"
 TINY_LOADERS = {
     "UNETLoader": lambda inputs: ("TinyFluxUNETLoader", {"unet_name": Path(FILES["flux"]).name}),
@@ -22,7 +24,9 @@ TINY_LOADERS = {
                                                                   "clip_name2": Path(FILES["t5xxl"]).name}),
     "VAELoader": lambda inputs: ("VAELoader", {"vae_name": "taef1"}),
     "ThinkDiffVLMLoader": lambda inputs: ("ThinkDiffVLMLoader", {**inputs, "model": TINY_VLM}),
-    "ThinkDiffAlignerLoader": lambda inputs: ("ThinkDiffAlignerLoader", {"aligner_name": TINY_ALIGNER}),
+    "ThinkDiffAlignerLoader": lambda inputs: ("ThinkDiffAlignerLoader", {
+        "aligner_name": TINY_CLIP_ALIGNER if "clip" in inputs["aligner_name"] else TINY_ALIGNER}),
+    "ThinkDiffVisionLoader": lambda inputs: ("ThinkDiffVisionLoader", {**inputs, "vision_name": TINY_VISION}),
 }
 
 
@@ -33,6 +37,8 @@ def make_tiny_base(base: Path) -> Path:
     write_all(models)
     make_qwen2vl(models / "LLM" / TINY_VLM)
     make_aligner(models / "thinkdiff" / TINY_ALIGNER)
+    make_aligner(models / "thinkdiff" / TINY_CLIP_ALIGNER, in_dim=32, variant="clip")
+    make_vision(models / "thinkdiff" / TINY_VISION)
     for image in (WORKFLOWS / "images").glob("*.png"):
         shutil.copy(image, base / "input" / image.name)
     return base

@@ -3,6 +3,7 @@
 Every builder is seeded, so the same call gives the same weights. Sizes:
   tiny Qwen2-VL  text hidden 64, 2 layers; vision depth 2      (real Qwen2 tokenizer from the ComfyUI tree)
   tiny aligner   64 -> 128 -> 32                              (output = the tiny Flux's T5 width)
+  tiny vision    BLIP-2 vision tower 32 wide, 2 layers, 224 px, patch 14 (CLIP-variant aligner 32 -> 128 -> 32)
 Flux/CLIP/T5/VAE test weights come from make_flux_weights.py (ComfyUI's own classes).
 """
 
@@ -15,6 +16,8 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoTokenizer,
+    Blip2VisionConfig,
+    Blip2VisionModel,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
     Qwen2VLProcessor,
@@ -23,6 +26,7 @@ from transformers import (
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import AlignerWeights, save_aligner_weights
 from thinkdiff.prompts import QWEN2_VL_CHAT_TEMPLATE
+from thinkdiff.vision import save_vision_file
 
 from .paths import QWEN_TOKENIZER
 
@@ -96,10 +100,25 @@ def random_aligner(in_dim: int, hidden_dim: int = 128, out_dim: int = 4096, seed
     return aligner
 
 
-def make_aligner(path: Path, in_dim: int = 64, hidden_dim: int = 128, out_dim: int = 32, seed: int = 0) -> Path:
+def make_aligner(path: Path, in_dim: int = 64, hidden_dim: int = 128, out_dim: int = 32, seed: int = 0,
+                 variant: str = "lvlm") -> Path:
     aligner = random_aligner(in_dim, hidden_dim, out_dim, seed)
-    return save_aligner_weights(AlignerWeights(aligner.state_dict()), path, variant="lvlm",
-                                source_model="tiny random Qwen2-VL (test model, not trained)")
+    return save_aligner_weights(AlignerWeights(aligner.state_dict()), path, variant=variant,
+                                source_model="tiny random test model (not trained)")
+
+
+TINY_VISION_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         image_size=224, patch_size=14)
+
+
+def tiny_vision_config(**overrides) -> Blip2VisionConfig:
+    """BLIP-2's vision tower at 32 wide, 2 layers; 224 px / patch 14 = the reference's 16x16 grid."""
+    return Blip2VisionConfig(**{**TINY_VISION_TOWER, **overrides})
+
+
+def make_vision(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    return save_vision_file(Blip2VisionModel(tiny_vision_config()).eval(), path, source_model="tiny random BLIP-2 vision (test)")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ Shipped workflows run in tests with only their model loaders swapped for these.
 """
 
 import json
+import os
 
 import comfy.model_detection
 import comfy.model_management as mm
@@ -17,7 +18,9 @@ import comfy.model_patcher
 import comfy.sd
 import comfy.utils
 import folder_paths
+import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 
 def _metadata(path):
@@ -75,22 +78,30 @@ class TinyFluxDualCLIPLoader:
 
 
 class TestConditioningInfo:
-    """Reports a CONDITIONING's shapes and keys as UI text, so tests can check what a node built."""
+    """Reports a CONDITIONING's shapes and keys as UI text and saves its tensors, so tests can check what a node built.
+
+    Accepts ComfyUI's list format and bare tensors (what CogVideoXWrapper-style nodes put on CONDITIONING sockets).
+    """
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"conditioning": ("CONDITIONING",)}}
+        return {"required": {"conditioning": ("CONDITIONING",), "filename_prefix": ("STRING", {"default": "conditioning"})}}
 
     RETURN_TYPES = ()
     FUNCTION = "report"
     OUTPUT_NODE = True
     CATEGORY = "testing/tiny_flux"
 
-    def report(self, conditioning):
-        lines = []
-        for cond, extras in conditioning:
+    def report(self, conditioning, filename_prefix):
+        entries = [(conditioning, {"bare_tensor": True})] if torch.is_tensor(conditioning) else conditioning
+        lines, tensors = [], {}
+        for index, (cond, extras) in enumerate(entries):
             described = {k: list(v.shape) if hasattr(v, "shape") else v for k, v in sorted(extras.items())}
             lines.append(json.dumps({"cond": list(cond.shape), "dtype": str(cond.dtype), **described}))
+            tensors[f"{index}.cond"] = cond.float().contiguous()
+            if torch.is_tensor(extras.get("pooled_output")):
+                tensors[f"{index}.pooled_output"] = extras["pooled_output"].float().contiguous()
+        save_file(tensors, os.path.join(folder_paths.get_output_directory(), f"{filename_prefix}.safetensors"))
         return {"ui": {"text": lines}}
 
 

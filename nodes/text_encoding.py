@@ -1,0 +1,54 @@
+"""T5 and CLIP-L pieces of ThinkDiff conditioning, through the user's own text encoders (a ComfyUI CLIP).
+
+ComfyUI pads T5 to at least 256 (Flux) or 226 (CogVideoX) tokens; the reference (diffusers,
+``max_sequence_length``) pads or truncates to an exact length and keeps the end token (``thinkdiff.text_tokens``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..thinkdiff.errors import ThinkDiffError
+from ..thinkdiff.text_tokens import fit_tokens
+
+FLUX_POOLED_WIDTH = 768
+
+
+def _tokens(clip: Any, text: str, needs: set[str], what: str) -> dict[str, list]:
+    tokens = clip.tokenize(text)
+    if not needs <= set(tokens):
+        raise ThinkDiffError(f"the connected CLIP cannot encode this: {what}")
+    return tokens
+
+
+def _fit_t5(clip: Any, tokens: dict[str, list], length: int) -> None:
+    t5 = clip.tokenizer.t5xxl
+    tokens["t5xxl"] = [fit_tokens(tokens["t5xxl"][0], length, t5.end_token, t5.pad_token)]
+
+
+def t5_encode(clip: Any, text: str, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """T5 states of ``text`` at exactly ``length`` tokens [1, length, D], and the pooled vector the CLIP returns."""
+    tokens = _tokens(clip, text, {"t5xxl"}, "it has no T5-XXL (load t5xxl with DualCLIPLoader type flux, "
+                                            "or CLIPLoader type sd3/cogvideox).")
+    _fit_t5(clip, tokens, length)
+    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+    if cond.shape[1] != length:
+        raise ThinkDiffError(f"this CLIP returned {cond.shape[1]} tokens for a {length}-token T5 prompt: load only the T5 "
+                             "(or clip_l + t5xxl for Flux).")
+    return cond, pooled
+
+
+def flux_pooled(clip: Any, text: str) -> torch.Tensor:
+    """CLIP-L's pooled vector of ``text``; T5 is given a single end token so it costs nothing."""
+    tokens = _tokens(clip, text, {"l", "t5xxl"}, "it is not a Flux text encoder: load clip_l + t5xxl with "
+                                                 "DualCLIPLoader (type: flux).")
+    _fit_t5(clip, tokens, 1)
+    return clip.encode_from_tokens(tokens, return_pooled=True)[1]
+
+
+def flux_text(clip: Any, text: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flux T5 states of ``text`` at ``length`` tokens and CLIP-L's pooled vector of it, as diffusers' FluxPipeline."""
+    _tokens(clip, text, {"l", "t5xxl"}, "it is not a Flux text encoder: load clip_l + t5xxl with DualCLIPLoader (type: flux).")
+    return t5_encode(clip, text, length)
