@@ -55,8 +55,7 @@ class VisionTokenEncoder(nn.Module):
         self.model = model.eval()
         self.grid = grid
         self.image_size = int(model.config.image_size)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.mean, self.std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
 
     @classmethod
     def from_config(cls, config: Any, grid: int = REFERENCE_GRID) -> VisionTokenEncoder:
@@ -93,8 +92,7 @@ class VisionTokenEncoder(nn.Module):
             raise ThinkDiffError("no image to encode: connect at least one image.")
         size = (self.image_size, self.image_size)
         arrays = [np.asarray(image.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) / 255.0 for image in images]
-        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        return (pixels - self.mean) / self.std
+        return torch.from_numpy((np.stack(arrays) - self.mean) / self.std).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         parameter = next(self.model.parameters())
