@@ -13,7 +13,7 @@ from ..thinkdiff.errors import ThinkDiffError
 from ..thinkdiff.images import as_pil_list
 from ..thinkdiff.vision import VisionTokenEncoder
 from .alignment import align, join_text
-from .comfy_models import load_device, load_for_use, patcher_for, resolve_dtype, thinkdiff_file_path, thinkdiff_files
+from .comfy_models import load_for_use, patcher_for, placement, placement_inputs, thinkdiff_file_path, thinkdiff_files
 from .text_encoding import flux_text, t5_encode
 from .types import ALIGNER, CATEGORY, IMAGE_TOKENS, VISION
 
@@ -34,18 +34,15 @@ class ThinkDiffVisionLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("vision_name", options=thinkdiff_files(vision=True),
                                tooltip="A ThinkDiff vision-encoder file in ComfyUI/models/thinkdiff (e.g. blip2_vision.safetensors)."),
-                io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
-                               tooltip="Compute precision. auto = bf16 where supported (the reference runs it in bf16)."),
-                io.Combo.Input("device", options=["default", "cpu"], default="default",
-                               tooltip="default = ComfyUI's main device (GPU); cpu keeps it off the GPU."),
+                *placement_inputs("vision encoder"),
             ],
             outputs=[VISION.Output(display_name="vision")],
         )
 
     @classmethod
     def execute(cls, vision_name: str, dtype: str, device: str) -> io.NodeOutput:
-        target = load_device(device)
-        encoder = VisionTokenEncoder.from_file(thinkdiff_file_path(vision_name), dtype=resolve_dtype(dtype, target))
+        target, weights_dtype = placement(dtype, device)
+        encoder = VisionTokenEncoder.from_file(thinkdiff_file_path(vision_name), dtype=weights_dtype)
         return io.NodeOutput(patcher_for(encoder, target))
 
 

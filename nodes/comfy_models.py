@@ -8,9 +8,11 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import folder_paths
 import torch
+from comfy_api.latest import io
 from safetensors import SafetensorError, safe_open
 
 from ..thinkdiff.errors import ThinkDiffError
+from ..thinkdiff.model_setup import missing_message
 from ..thinkdiff.vision import VISION_FORMAT
 
 ALIGNER_FOLDER = "thinkdiff"
@@ -50,9 +52,7 @@ def vlm_folder_path(name: str) -> Path:
     for root in map(Path, folder_paths.get_folder_paths(VLM_FOLDER)):
         if (root / name / "config.json").is_file():
             return root / name
-    roots = ", ".join(folder_paths.get_folder_paths(VLM_FOLDER))
-    raise ThinkDiffError(f"no model folder {name!r} with a config.json under {roots}. Download Qwen2-VL-7B-Instruct into "
-                         "ComfyUI/models/LLM/Qwen2-VL-7B-Instruct (https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct).")
+    raise ThinkDiffError(missing_message(name, VLM_FOLDER, folder_paths.get_folder_paths(VLM_FOLDER)))
 
 
 def _file_format(path: str) -> str:
@@ -75,10 +75,25 @@ def thinkdiff_files(vision: bool) -> list[str]:
 def thinkdiff_file_path(name: str) -> Path:
     path = folder_paths.get_full_path(ALIGNER_FOLDER, name)
     if path is None:
-        roots = ", ".join(folder_paths.get_folder_paths(ALIGNER_FOLDER))
-        raise ThinkDiffError(f"{name!r} not found in {roots}. Aligners: convert the release from {ALIGNER_RELEASE_URL} "
-                             "with `python -m thinkdiff convert-aligner`; the vision encoder: `python -m thinkdiff extract-vision`.")
+        raise ThinkDiffError(missing_message(name, ALIGNER_FOLDER, folder_paths.get_folder_paths(ALIGNER_FOLDER)))
     return Path(path)
+
+
+def placement_inputs(what: str) -> list[io.Input]:
+    """The dtype and device choices of a loader node."""
+    return [
+        io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
+                       tooltip=f"Precision of the {what}. auto = bf16 where the device supports it (the paper's choice), "
+                               "else fp16, else fp32."),
+        io.Combo.Input("device", options=["default", "cpu"], default="default",
+                       tooltip=f"default = ComfyUI's main device (GPU); cpu keeps the {what} off the GPU (slow)."),
+    ]
+
+
+def placement(dtype: str, device: str) -> tuple[torch.device, torch.dtype]:
+    """The load device and dtype for a loader's ``dtype`` and ``device`` choices."""
+    target = load_device(device)
+    return target, resolve_dtype(dtype, target)
 
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:

@@ -10,14 +10,7 @@ from comfy_api.latest import io, ui
 from ..thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list
 from ..thinkdiff.prompts import IMAGE_PLACEHOLDER
 from ..thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
-from .comfy_models import (
-    load_device,
-    load_for_use,
-    patcher_for,
-    resolve_dtype,
-    vlm_folder_path,
-    vlm_folders,
-)
+from .comfy_models import load_for_use, patcher_for, placement, placement_inputs, vlm_folder_path, vlm_folders
 from .types import CATEGORY, FEATURES, VLM
 
 DEFAULTS = SamplingOptions()
@@ -36,18 +29,15 @@ class ThinkDiffVLMLoader(io.ComfyNode):
                 io.Combo.Input("model", options=vlm_folders(),
                                tooltip="A Qwen2-VL-Instruct folder under ComfyUI/models/LLM "
                                        "(e.g. Qwen2-VL-7B-Instruct from https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct)."),
-                io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
-                               tooltip="Weight precision. auto = bf16 where the device supports it (the paper's choice)."),
-                io.Combo.Input("device", options=["default", "cpu"], default="default",
-                               tooltip="default = ComfyUI's main device (GPU); cpu keeps the VLM off the GPU (slow)."),
+                *placement_inputs("VLM"),
             ],
             outputs=[VLM.Output(display_name="vlm")],
         )
 
     @classmethod
     def execute(cls, model: str, dtype: str, device: str) -> io.NodeOutput:
-        target = load_device(device)
-        encoder = QwenVLEncoder.from_folder(vlm_folder_path(model), dtype=resolve_dtype(dtype, target))
+        target, weights_dtype = placement(dtype, device)
+        encoder = QwenVLEncoder.from_folder(vlm_folder_path(model), dtype=weights_dtype)
         return io.NodeOutput(patcher_for(encoder, target))
 
 
