@@ -4,6 +4,8 @@ Inside ComfyUI this registers the V3 nodes; elsewhere (training, tests, the CLI)
 ``thinkdiff`` library is used and nothing from ComfyUI is imported.
 """
 
+WEB_DIRECTORY = "./web"  # node help pages (web/docs/<NodeId>.md), served under /extensions/<folder>/
+
 try:
     import comfy_api.latest  # noqa: F401
 except ImportError:  # not running inside ComfyUI

@@ -27,9 +27,13 @@ fi
 STAMP=$VENV/.thinkdiff-ready
 REQS_HASH=$(cat "$HERE/requirements.txt" "$HERE/requirements-dev.txt" "$HERE/scripts/bootstrap.sh" | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$REQS_HASH" ]; then
-  log "creating $VENV"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
+  if [ -x "$PY" ] && "$PY" -c "import torch" 2>/dev/null; then
+    log "updating $VENV (requirements changed)"   # in place: other runs may be using it
+  else
+    log "creating $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+  fi
   grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$' "$COMFY/requirements.txt" > "$DEV/comfyui-requirements-notorch.txt"
   # torch 2.13.0 resolves to the local CPU wheel; torchvision 0.28.0 from PyPI is a CUDA build whose C ops
   # cannot load beside it, patched below. requests is imported by ComfyUI's server but missing from 0.3.75's list.
@@ -41,5 +45,15 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$REQS_HASH" ]; then
       "$TV/_meta_registrations.py"
   "$PY" -c "import torchvision.transforms"
   echo "$REQS_HASH" > "$STAMP"
+fi
+# Debian's Chromium for the browser tests (tests/test_install.py drives it with Playwright; Playwright's own browser
+# download does not work offline). Needs root and apt-get; skipped when present.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    log "WARNING: no chromium on PATH; the browser tests will fail (sudo apt-get install chromium)"
+  fi
 fi
 log "ready: $PY ($("$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

@@ -148,8 +148,12 @@ def _check_tokenizer(tokenizer: Any, config: Any, folder: Path) -> None:
     """transformers silently builds an empty tokenizer when the files are missing: refuse that."""
     image_token = getattr(config, "image_token_id", None)
     if tokenizer.convert_tokens_to_ids("<|image_pad|>") != image_token:
-        raise ThinkDiffError(f"the tokenizer in {folder} does not know Qwen2-VL's image token: tokenizer files are missing "
-                             f"(tokenizer.json, tokenizer_config.json). Download the complete folder from {QWEN2_VL_URL}.")
+        raise _missing_tokenizer(folder)
+
+
+def _missing_tokenizer(folder: Path) -> ThinkDiffError:
+    return ThinkDiffError(f"the tokenizer in {folder} does not know Qwen2-VL's image token: tokenizer files are missing "
+                          f"(tokenizer.json, tokenizer_config.json). Download the complete folder from {QWEN2_VL_URL}.")
 
 
 def trim_at_eos(features: torch.Tensor, ids: torch.Tensor, eos_ids: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +199,8 @@ class QwenVLEncoder(nn.Module):
             raise ThinkDiffError(f"{folder.name} is a {model_type!r} model; ThinkDiff-LVLM needs Qwen2-VL "
                                  f"({', '.join(SUPPORTED_MODEL_TYPES)}), e.g. {QWEN2_VL_URL}")
         model_class = getattr(transformers, SUPPORTED_MODEL_TYPES[model_type])
+        if not (folder / "tokenizer.json").is_file() and not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+            raise _missing_tokenizer(folder)  # transformers 4.x would try a slow-tokenizer conversion and fail on protobuf
         try:
             processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
             model = model_class.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=True,

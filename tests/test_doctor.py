@@ -1,0 +1,140 @@
+"""``python -m thinkdiff doctor`` on fake ComfyUI trees with tiny files standing in for the real models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.support.paths import REPO
+from tests.support.tiny_models import make_aligner
+from thinkdiff import doctor
+from thinkdiff.errors import ThinkDiffError
+from thinkdiff.model_setup import BY_NAME, CATALOGUE, missing_message
+
+WORKFLOWS = doctor.shipped_workflows(REPO)
+SOURCE, OUT = 64, 32  # tiny widths: VLM / vision hidden size, aligner output = diffusion context = T5 width
+
+
+def fake_file(req: doctor.Requirement, models: Path, source: int = SOURCE, context: int = OUT) -> Path:
+    """A tiny stand-in with the widths the doctor reads (header keys as in the real files); the aligner is always
+    SOURCE -> OUT, ``source`` / ``context`` set the VLM or vision width and the diffusion model's context width."""
+    path = models / req.model.folder / req.model.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if req.model.is_folder:
+        path.mkdir(exist_ok=True)
+        (path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "text_config": {"hidden_size": source}}))
+    elif req.node_type == "ThinkDiffAlignerLoader":
+        make_aligner(path, in_dim=SOURCE, hidden_dim=16, out_dim=OUT)
+    elif req.node_type == "ThinkDiffVisionLoader":
+        save_file({"embeddings.patch_embedding.weight": torch.zeros(source, 3, 2, 2)}, str(path),
+                  metadata={"format": "thinkdiff.vision", "hidden_size": str(source)})
+    elif req.model.folder == "diffusion_models":
+        save_file({"model.diffusion_model.txt_in.weight": torch.zeros(8, context)}, str(path))
+    elif "t5" in req.model.name:
+        save_file({"encoder.final_layer_norm.weight": torch.ones(OUT)}, str(path))
+    else:
+        save_file({"weight": torch.zeros(2)}, str(path))
+    return path
+
+
+def complete_tree(root: Path, workflow: Path, **widths: int) -> Path:
+    for req in doctor.workflow_requirements(json.loads(workflow.read_text())):
+        fake_file(req, root / "models", **widths)
+    return root
+
+
+def report(root: Path, workflow: Path) -> doctor.WorkflowReport:
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    (result,) = doctor.diagnose(root, [workflow])
+    return result
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
+def test_empty_install_lists_every_file_with_destination_and_source(tmp_path, workflow):
+    result = report(tmp_path, workflow)
+    assert not result.ready and result.missing == result.requirements and result.requirements
+    text = result.render()
+    for req in result.requirements:
+        assert req.model.destination in text and req.model.url in text
+    assert "NOT READY" in text
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
+def test_complete_install_is_ready_and_widths_fit(tmp_path, workflow):
+    result = report(complete_tree(tmp_path, workflow), workflow)
+    assert result.ready, result.render()
+    labels = " ".join(text for _, text in result.fits)
+    assert f"VLM/vision hidden size {SOURCE}" in labels and f"aligner out {OUT}" in labels
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
+def test_width_mismatches_are_reported(tmp_path, workflow):
+    result = report(complete_tree(tmp_path, workflow, source=48, context=16), workflow)
+    mismatches = [text for ok, text in result.fits if not ok]
+    assert not result.ready and any("48" in t and "!=" in t for t in mismatches)
+    if any(r.model.folder == "diffusion_models" for r in result.requirements):
+        assert any("context 16" in t for t in mismatches)
+
+
+def test_damaged_file_is_reported_not_raised(tmp_path):
+    workflow = WORKFLOWS[0]
+    complete_tree(tmp_path, workflow)
+    aligner = next(r for r in doctor.workflow_requirements(json.loads(workflow.read_text()))
+                   if r.node_type == "ThinkDiffAlignerLoader")
+    (tmp_path / "models" / aligner.model.folder / aligner.model.name).write_bytes(b"\xff" * 64)
+    result = report(tmp_path, workflow)
+    assert not result.ready and any("cannot read" in text for ok, text in result.fits if not ok)
+    with pytest.raises(ThinkDiffError, match="not a .safetensors file"):
+        doctor.read_safetensors_header(tmp_path / "models" / aligner.model.folder / aligner.model.name)
+
+
+def test_every_model_of_the_shipped_workflows_is_catalogued_and_documented():
+    models_md = (REPO / "docs" / "models.md").read_text()
+    for workflow in WORKFLOWS:
+        data = json.loads(workflow.read_text())
+        loaders = {n["type"] for n in data["nodes"] if n["type"].endswith("Loader")}
+        assert loaders <= set(doctor.LOADERS), f"{workflow.name}: teach the doctor about {loaders - set(doctor.LOADERS)}"
+        for req in doctor.workflow_requirements(data):
+            assert BY_NAME.get(req.model.name) is not None, f"{workflow.name}: {req.model.name} is not in the catalogue"
+        assert workflow.stem in models_md
+    for entry in CATALOGUE:
+        assert f"`{entry.name}`" in models_md and entry.url in models_md, entry.name
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "thinkdiff", "doctor", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_cli_exit_status_follows_readiness(tmp_path):
+    workflow = next(w for w in WORKFLOWS if "lvlm" in w.stem)
+    (tmp_path / "models").mkdir()
+    missing = run_cli("--comfyui", str(tmp_path), "--workflow", workflow.stem)
+    assert missing.returncode == 1 and "[missing]" in missing.stdout and "Nothing was downloaded" in missing.stdout
+    complete_tree(tmp_path, workflow)
+    ready = run_cli("--comfyui", str(tmp_path), "--workflow", workflow.stem)
+    assert ready.returncode == 0 and "1 of 1 workflows ready" in ready.stdout, ready.stdout + ready.stderr
+    nowhere = run_cli("--comfyui", str(tmp_path / "nope"))
+    assert nowhere.returncode == 1 and "--comfyui" in nowhere.stderr
+
+
+def test_the_doctor_imports_neither_comfyui_nor_torch():
+    code = ("import sys; import thinkdiff.doctor, thinkdiff.model_setup; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('comfy', 'folder_paths', 'nodes', 'torch')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_loader_errors_share_the_setup_guidance():
+    text = missing_message("thinkdiff_lvlm.safetensors", "thinkdiff", ["/x/models/thinkdiff"])
+    entry = BY_NAME["thinkdiff_lvlm.safetensors"]
+    assert "/x/models/thinkdiff" in text and entry.destination in text and entry.url in text and "doctor" in text
+    unknown = missing_message("my_aligner.safetensors", "thinkdiff", [])
+    assert all(e.destination in unknown for e in CATALOGUE if e.folder == "thinkdiff")
+    assert BY_NAME["Qwen2-VL-7B-Instruct"].guidance() in missing_message("Qwen2-VL-2B", "LLM", ["/m/LLM"])

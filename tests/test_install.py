@@ -1,0 +1,142 @@
+"""Install the pack the way ComfyUI-Manager does (clone into custom_nodes/, pip install -r requirements.txt), start ComfyUI
+0.3.75, and use it like a user: registered nodes, templates with thumbnails, help pages, tooltips, and every shipped workflow
+opened in the real frontend (headless Chromium), whose own API export must equal the graph the end-to-end tests run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from tests.support.comfy_server import PACK_NAME, ComfyServer
+from tests.support.frontend import Frontend, chromium_available
+from tests.support.paths import DEV
+from tests.support.shipping import declared_node_ids, install_like_manager, shipped_workflows_in
+from tests.support.workflow_api import ui_to_api
+
+pytestmark = pytest.mark.comfyui
+ARTIFACTS = DEV / "artifacts" / "frontend"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory):
+    base = tmp_path_factory.mktemp("manager_install")
+    pack, pip = install_like_manager(base)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    for image in (pack / "workflows" / "images").glob("*.png"):  # what the templates' LoadImage nodes name
+        shutil.copy(image, base / "input" / image.name)
+    with ComfyServer(base) as server:
+        server.pack, server.pip = pack, pip
+        yield server
+
+
+@pytest.fixture(scope="module")
+def info(installed) -> dict[str, Any]:
+    return installed.object_info()
+
+
+@pytest.fixture(scope="module")
+def ours(info) -> dict[str, dict[str, Any]]:
+    return {name: spec for name, spec in info.items() if spec["python_module"] == f"custom_nodes.{PACK_NAME}"}
+
+
+def fetch(server: ComfyServer, path: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(server.url + path, timeout=60) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, "", b""
+
+
+def test_the_install_is_a_copy_with_no_symlinks(installed):
+    assert not installed.pack.is_symlink() and (installed.pack / "__init__.py").is_file()
+    assert not (installed.pack / ".dev").exists() and not (installed.pack / ".git").exists()
+
+
+def test_every_node_registers_without_import_errors(installed, ours):
+    assert set(ours) == declared_node_ids(installed.pack)
+    log = installed.log()
+    ours_in_log = [line for line in log.splitlines() if PACK_NAME in line]
+    assert not [line for line in ours_in_log if "IMPORT FAILED" in line or "Cannot import" in line], "\n".join(ours_in_log)
+    assert any("seconds" in line for line in ours_in_log), "no import-time line for the pack:\n" + log[-3000:]
+
+
+def test_templates_are_listed_with_thumbnails(installed):
+    workflows = shipped_workflows_in(installed.pack)
+    assert workflows
+    assert sorted(installed.get("/workflow_templates")[PACK_NAME]) == sorted(w.stem for w in workflows)
+    for workflow in workflows:
+        status, _, body = fetch(installed, f"/api/workflow_templates/{PACK_NAME}/{workflow.name}")
+        assert status == 200 and json.loads(body) == json.loads(workflow.read_text())
+        status, kind, body = fetch(installed, f"/api/workflow_templates/{PACK_NAME}/{workflow.stem}.jpg")  # the browser's URL
+        assert status == 200 and kind == "image/jpeg", workflow.stem
+        thumb = Image.open(BytesIO(body))
+        assert thumb.format == "JPEG" and thumb.width >= 400 and len(thumb.convert("L").getcolors(256) or []) > 16
+
+
+def test_help_pages_are_served_for_every_node(installed, ours):
+    for name, spec in ours.items():
+        status, _, body = fetch(installed, f"/extensions/{PACK_NAME}/docs/{name}.md")  # where the frontend looks
+        assert status == 200, name
+        page = body.decode()
+        assert page.startswith(f"# {spec['display_name']}"), name
+        inputs = [*spec["input"].get("required", {}), *spec["input"].get("optional", {})]
+        missing = [i for i in inputs if f"`{i}`" not in page]
+        assert not missing, f"{name}.md does not document {missing}"
+        assert "## Outputs" in page
+
+
+def test_every_input_has_a_tooltip_and_every_node_a_description(ours):
+    assert ours
+    for name, spec in ours.items():
+        assert spec["description"].strip(), name
+        for section in ("required", "optional"):
+            for input_name, input_spec in spec["input"].get(section, {}).items():
+                options = input_spec[1] if len(input_spec) > 1 else {}
+                assert options.get("tooltip", "").strip(), f"{name}.{input_name} has no tooltip"
+
+
+def comparable(api: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """class_type + inputs; optional widget inputs a graph leaves out get their default, as ComfyUI's executor does."""
+    out = {}
+    for node_id, node in api.items():
+        inputs = dict(node["inputs"])
+        for name, spec in info[node["class_type"]]["input"].get("optional", {}).items():
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            default = options.get("default", spec[0][0] if isinstance(spec[0], list) and spec[0] else None)
+            if name not in inputs and default is not None:
+                inputs[name] = default
+        out[node_id] = {"class_type": node["class_type"], "inputs": inputs}
+    return out
+
+
+@pytest.fixture(scope="module")
+def frontend(installed):
+    if not chromium_available():
+        pytest.fail("no /usr/bin/chromium: run scripts/bootstrap.sh (it installs Debian's chromium)")
+    with Frontend(installed) as ui:
+        yield ui
+
+
+@pytest.mark.parametrize("name", [w.stem for w in shipped_workflows_in(Path(__file__).resolve().parents[1])])
+def test_template_opens_in_the_real_frontend(installed, info, ours, frontend, name):
+    workflow = json.loads((installed.pack / "workflows" / f"{name}.json").read_text())
+    loaded = frontend.load(workflow)
+    frontend.screenshot(ARTIFACTS / f"{name}.png")
+    assert loaded.missing == [] and not loaded.dialog_shown
+    assert not [n for n in loaded.nodes if n["has_errors"] or not n["registered"]]
+    for node in loaded.nodes:
+        if node["type"] in ours:
+            spec = ours[node["type"]]["input"]
+            widgets = [k for section in ("required", "optional") for k, v in spec.get(section, {}).items()
+                       if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+            assert set(widgets) <= set(node["widgets"]), f"{node['type']} renders {node['widgets']}, expected {widgets}"
+            assert node["size"][0] > 0 and node["size"][1] > 0
+    assert comparable(loaded.api, info) == comparable(ui_to_api(workflow, info), info)
+    assert frontend.console_errors == []
