@@ -55,7 +55,7 @@ class ThinkDiffImageEncode(io.ComfyNode):
             category=CATEGORY,
             description="Image tokens for ThinkDiff-CLIP: each image is resized to 224x224 and gives CLS + an 8x8 grid "
                         "of patch tokens (65 tokens). A batch gives the images in order.",
-            inputs=[VISION.Input("vision"),
+            inputs=[VISION.Input("vision", tooltip="The vision encoder from ThinkDiff Vision Encoder Loader."),
                     io.Image.Input("images", tooltip="One or more images (a batch); each is encoded separately, in order.")],
             outputs=[IMAGE_TOKENS.Output(display_name="image_tokens")],
             hidden=[io.Hidden.unique_id],
@@ -91,7 +91,7 @@ class ThinkDiffCLIPFluxConditioning(io.ComfyNode):
                         "Flux's T5 encoding of the text padded to 128 tokens (65 + 128 = 193 tokens for one image, 258 for "
                         "two); the pooled vector is CLIP-L of the same text.",
             inputs=[
-                IMAGE_TOKENS.Input("image_tokens"),
+                IMAGE_TOKENS.Input("image_tokens", tooltip="Image tokens from ThinkDiff Image Encode (images in order)."),
                 ALIGNER.Input("aligner", tooltip="The ThinkDiff-CLIP aligner (thinkdiff_clip.safetensors)."),
                 io.Clip.Input("clip", tooltip="Flux text encoders: DualCLIPLoader (clip_l + t5xxl, type flux)."),
                 io.String.Input("text", multiline=True, default="",
@@ -126,7 +126,7 @@ def cogvideox_embeds(image_tokens: torch.Tensor, aligner, clip, text: str, negat
 
 
 COGVIDEOX_INPUTS = [
-    IMAGE_TOKENS.Input("image_tokens"),
+    IMAGE_TOKENS.Input("image_tokens", tooltip="Image tokens from ThinkDiff Image Encode (images in order)."),
     ALIGNER.Input("aligner", tooltip="The ThinkDiff-CLIP aligner (thinkdiff_clip.safetensors)."),
     io.Clip.Input("clip", tooltip="CogVideoX's T5-XXL text encoder (CLIPLoader with t5xxl)."),
     io.String.Input("text", multiline=True, default="", tooltip="The video prompt; it fills the tokens after the images."),

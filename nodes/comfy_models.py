@@ -18,7 +18,6 @@ from ..thinkdiff.vision import VISION_FORMAT
 ALIGNER_FOLDER = "thinkdiff"
 VLM_FOLDER = "LLM"
 ALIGNER_EXTENSIONS = {".safetensors", ".sft", ".pth", ".pt"}
-ALIGNER_RELEASE_URL = "https://huggingface.co/Mifucius/ThinkDiff"
 MAX_VLM_FOLDER_DEPTH = 2
 
 

@@ -50,8 +50,8 @@ class ThinkDiffFluxConditioning(io.ComfyNode):
                         "tokens replace the T5 prompt, and the pooled vector is CLIP-L of the empty prompt (zeros "
                         "without a CLIP). Optional text is appended as Flux T5 tokens (the paper's image + text variant).",
             inputs=[
-                FEATURES.Input("features"),
-                ALIGNER.Input("aligner"),
+                FEATURES.Input("features", tooltip="The VLM's generated-token features from ThinkDiff VLM Think."),
+                ALIGNER.Input("aligner", tooltip="The ThinkDiff-LVLM aligner (thinkdiff_lvlm.safetensors)."),
                 io.Float.Input("guidance", default=3.5, min=0.0, max=100.0, step=0.1,
                                tooltip="Flux-dev distilled guidance (paper: 3.5)."),
                 io.String.Input("text", multiline=True, default="",

@@ -52,7 +52,7 @@ class ThinkDiffVLMEncode(io.ComfyNode):
                         "of the generated tokens are the features for the ThinkDiff aligner. Defaults are the paper's "
                         "(128 tokens, temperature 0.6, top-p 0.9, sampling past end-of-text).",
             inputs=[
-                VLM.Input("vlm"),
+                VLM.Input("vlm", tooltip="The Qwen2-VL model from ThinkDiff VLM Loader."),
                 io.String.Input("prompt", multiline=True,
                                 default="Create a diffusion prompt for a dog in the style of this picture. "
                                         "Do not use 'similar to the image'",
