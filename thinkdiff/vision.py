@@ -46,6 +46,16 @@ def image_tokens(hidden: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.cat([hidden[:, :1], patches.flatten(2).transpose(1, 2)], dim=1)
 
 
+def preprocess_images(images: Sequence[Image.Image], size: int, mean: Sequence[float] = CLIP_MEAN,
+                      std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """Resize to ``size`` x ``size`` (bicubic, no crop), scale to 0..1 and normalise: [B, 3, size, size] float32 on the CPU."""
+    if not images:
+        raise ThinkDiffError("no image to encode: connect at least one image.")
+    arrays = [np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) / 255.0 for image in images]
+    normalised = (np.stack(arrays) - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(normalised).permute(0, 3, 1, 2).contiguous()
+
+
 class VisionTokenEncoder(nn.Module):
     """A vision tower producing ThinkDiff-CLIP image tokens (an ``nn.Module`` for ComfyUI's ModelPatcher)."""
 
@@ -55,7 +65,7 @@ class VisionTokenEncoder(nn.Module):
         self.model = model.eval()
         self.grid = grid
         self.image_size = int(model.config.image_size)
-        self.mean, self.std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     @classmethod
     def from_config(cls, config: Any, grid: int = REFERENCE_GRID) -> VisionTokenEncoder:
@@ -87,12 +97,7 @@ class VisionTokenEncoder(nn.Module):
         return 1 + self.grid * self.grid
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Resize to a square (bicubic, no crop), scale to 0..1 and normalise: [B, 3, S, S] float32."""
-        if not images:
-            raise ThinkDiffError("no image to encode: connect at least one image.")
-        size = (self.image_size, self.image_size)
-        arrays = [np.asarray(image.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) / 255.0 for image in images]
-        return torch.from_numpy((np.stack(arrays) - self.mean) / self.std).permute(0, 3, 1, 2).contiguous()
+        return preprocess_images(images, self.image_size, self.mean, self.std)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         parameter = next(self.model.parameters())

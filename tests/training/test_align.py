@@ -1,0 +1,153 @@
+"""Stage B / CLIP training end to end on tiny models: learning signal, exact resume, export to the nodes' format."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from tests.support.paths import QWEN_TOKENIZER
+from thinkdiff.aligner import Aligner
+from thinkdiff.aligner_files import load_aligner_weights
+from thinkdiff.vision import VisionTokenEncoder
+from training.__main__ import main as cli
+from training.checkpoint import list_checkpoints
+from training.config import Config
+from training.export import export_aligner
+from training.feature_store import FeatureShards, GeneratedSample, write_manifest, write_shard
+from training.models import build_aligner, frozen_t5_from_config
+from training.objectives import PixelPreprocessor
+from training.trainer import train
+
+ANSWERS = [
+    "A tabby cat sleeps on a wooden chair next to a sunny window.",
+    "An astronaut in an orange suit stands in front of a flag.",
+    "A cup of black coffee on a white saucer on a table.",
+    "A red rocket launches into a clear blue sky with smoke.",
+    "A red motorcycle is parked in a garage with tools.",
+    "Thousands of galaxies shine in the deep field of space.",
+    "Old coins lie on a dark cloth under soft light.",
+    "A man with a camera on a tripod stands in a field.",
+]
+FEATURE_WIDTH = 16
+T5_WIDTH = 64  # the tiny T5's d_model = the aligner's output width
+
+
+@pytest.fixture(scope="module")
+def synthetic_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stage-A shards for 8 real answers; a token's feature is a fixed random vector, so text is recoverable."""
+    folder = tmp_path_factory.mktemp("synthetic_features")
+    tokenizer = AutoTokenizer.from_pretrained(str(QWEN_TOKENIZER))
+    table = torch.randn(len(tokenizer), FEATURE_WIDTH, generator=torch.Generator().manual_seed(0))
+    samples = []
+    for number, answer in enumerate(ANSWERS):
+        ids = torch.tensor(tokenizer(answer).input_ids + [151645])
+        samples.append(GeneratedSample(f"{number}", "Describe the image concisely.", table[ids], ids, answer))
+    write_manifest(folder, {"vlm": "synthetic", "vlm_path": str(QWEN_TOKENIZER), "hidden_size": FEATURE_WIDTH})
+    write_shard(folder, 0, samples[:5], FEATURE_WIDTH, skipped=0)
+    write_shard(folder, 1, samples[5:], FEATURE_WIDTH, skipped=0)
+    return folder
+
+
+def quoted(path: Path) -> str:
+    return json.dumps(str(path))
+
+
+def lvlm_settings(t5_folder: Path, features: Path, *extra: str) -> list[str]:
+    return [f"model.t5={quoted(t5_folder)}", f"precompute.features_dir={quoted(features)}", "model.aligner_hidden_dim=64", *extra]
+
+
+def clip_settings(t5_folder: Path, vision_file: Path, photo_set: Path, *extra: str) -> list[str]:
+    return ['run.variant="clip"', f"model.t5={quoted(t5_folder)}", f"model.vision={quoted(vision_file)}",
+            'model.vision_dtype="fp32"', f"data.captions={quoted(photo_set / 'captions.jsonl')}", "model.aligner_hidden_dim=64", *extra]
+
+
+def losses(run_dir: Path) -> list[float]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+def assert_learns(values: list[float]) -> None:
+    start, end = sum(values[:3]) / 3, sum(values[-5:]) / 5
+    assert end < start - 1.0, f"loss {start:.3f} -> {end:.3f}: no clear fall"
+
+
+def test_aligner_norm_starts_as_the_t5_encoder_final_norm(run_config, t5_folder: Path):
+    t5 = frozen_t5_from_config(run_config(f"model.t5={quoted(t5_folder)}"))
+    assert t5.model.encoder is None  # LVLM keeps only the decoder
+    aligner = build_aligner("lvlm", 16, t5)
+    stored = load_file(str(t5_folder / "model.safetensors"))["encoder.final_layer_norm.weight"]
+    assert torch.equal(aligner.norm.weight, stored) and not torch.equal(stored, torch.ones_like(stored))
+    assert not any(p.requires_grad for p in t5.model.parameters()) and t5.model.training  # dropout on by default
+
+
+def test_lvlm_overfits_a_fixed_set(run_config, t5_folder: Path, synthetic_features: Path):
+    config = run_config(*lvlm_settings(t5_folder, synthetic_features, "train.batch_size=8", "train.max_steps=40",
+                                       "model.t5_dropout=false", "optim.lr=3e-2", "optim.min_lr=3e-2"))
+    assert_learns(losses(train(config)))
+
+
+def test_clip_overfits_a_fixed_set(run_config, t5_folder: Path, vision_file: Path, photo_set: Path):
+    config = run_config(*clip_settings(t5_folder, vision_file, photo_set, "train.batch_size=8", "train.max_steps=80",
+                                       "model.t5_dropout=false", "optim.lr=3e-2", "optim.min_lr=3e-2"))
+    assert_learns(losses(train(config)))
+
+
+def test_resume_continues_bit_identically(run_config, t5_folder: Path, synthetic_features: Path):
+    settings = lvlm_settings(t5_folder, synthetic_features, "train.batch_size=4", "train.checkpoint_every=3")  # dropout on
+    straight = train(run_config(*settings, "train.max_steps=6", output="straight"))
+    stopped = train(run_config(*settings, "train.max_steps=3", output="resumed"))
+    assert [p.name for p in list_checkpoints(stopped)] == ["step-00000003"]
+    resumed = train(run_config(*settings, "train.max_steps=6", output="resumed"))
+    for name in ("aligner.safetensors", "optimizer.safetensors"):
+        a, b = load_file(str(straight / "checkpoints/step-00000006" / name)), load_file(str(resumed / "checkpoints/step-00000006" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert losses(straight) == losses(resumed) and len(losses(resumed)) == 6
+
+
+def test_lvlm_end_to_end_from_precomputed_features(run_config, t5_folder: Path, lvlm_features: Config, tmp_path: Path):
+    config = run_config(*lvlm_settings(t5_folder, lvlm_features.path(lvlm_features.precompute.features_dir),
+                                       "train.batch_size=4", "train.max_steps=4", "train.checkpoint_every=2", "data.num_workers=2"))
+    run_dir = train(config)
+    assert (run_dir / "loss.png").stat().st_size > 0 and len(losses(run_dir)) == 4
+    weights = load_aligner_weights(export_aligner(run_dir, tmp_path / "lvlm.safetensors"))
+    assert weights.metadata["variant"] == "lvlm" and weights.metadata["source_model"] == "tiny-random-Qwen2-VL"
+    assert weights.metadata["training_steps"] == "4"
+    aligner = Aligner.from_state_dict(weights.state)
+    features, _ = FeatureShards(config.path(config.precompute.features_dir))[0]
+    assert aligner(features.float()).shape == (len(features), T5_WIDTH)
+
+
+def test_clip_end_to_end_counts_bad_samples(run_config, t5_folder: Path, vision_file: Path, photo_set: Path, tmp_path: Path):
+    config = run_config(*clip_settings(t5_folder, vision_file, photo_set, "train.batch_size=4", "train.max_steps=4",
+                                       "data.num_workers=2"))
+    run_dir = train(config)
+    with (run_dir / "metrics.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    assert (int(last["samples"]), int(last["skipped"])) == (14, 2)  # one epoch: the unreadable file, the empty caption
+    weights = load_aligner_weights(export_aligner(run_dir, tmp_path / "clip.safetensors"))
+    assert weights.variant == "clip" and weights.in_dim == 32
+    tokens = VisionTokenEncoder.from_file(vision_file).encode([Image.new("RGB", (64, 48), "red")])
+    with torch.inference_mode():
+        assert Aligner.from_state_dict(weights.state)(tokens).shape == (1, 65, T5_WIDTH)
+
+
+def test_command_line_bf16_align_and_export(tmp_path: Path, t5_folder: Path, synthetic_features: Path):
+    (tmp_path / "run.toml").write_text('[run]\noutput_dir = "out"\nmixed_precision = "bf16"\n[train]\nbatch_size = 4\n'
+                                       'max_steps = 2\n[data]\nnum_workers = 0\n')
+    overrides = [item for setting in lvlm_settings(t5_folder, synthetic_features) for item in ("--set", setting)]
+    assert cli(["align", "--config", str(tmp_path / "run.toml"), *overrides]) == 0
+    assert cli(["export", "--config", str(tmp_path / "run.toml"), *overrides]) == 0
+    assert load_aligner_weights(tmp_path / "out" / "aligner.safetensors").in_dim == FEATURE_WIDTH
+
+
+def test_worker_preprocessing_is_the_librarys(vision_file: Path):
+    vision = VisionTokenEncoder.from_file(vision_file)
+    images = [Image.new("RGB", (64, 48), "red"), Image.new("L", (30, 90), 128).convert("RGB")]
+    assert torch.equal(PixelPreprocessor.of(vision)(images), vision.preprocess(images))

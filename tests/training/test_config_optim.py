@@ -1,0 +1,55 @@
+"""Config loading and overrides; the reference optimiser groups and learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from thinkdiff.aligner import Aligner
+from thinkdiff.errors import ThinkDiffError
+from training.config import REFERENCE_INSTRUCTIONS, OptimConfig, load_config
+from training.optim import learning_rate, make_optimizer
+
+
+def test_defaults_are_the_reference_settings():
+    config = load_config()
+    assert (config.optim.lr, config.optim.betas, config.optim.weight_decay) == (1e-4, (0.9, 0.999), 0.05)
+    assert (config.optim.warmup_steps, config.optim.warmup_lr, config.optim.min_lr) == (2000, 1e-6, 8e-5)
+    assert (config.precompute.temperature, config.precompute.top_p, config.precompute.max_new_tokens) == (0.6, 0.9, 256)
+    assert config.max_target_tokens == 128 and len(REFERENCE_INSTRUCTIONS) == 16
+    assert load_config(None, ['run.variant="clip"']).max_target_tokens == 32
+
+
+def test_file_then_overrides(tmp_path: Path):
+    (tmp_path / "run.toml").write_text('[run]\nvariant = "clip"\noutput_dir = "out"\n[optim]\nlr = 2e-4\n')
+    config = load_config(tmp_path / "run.toml", ["optim.lr=3e-4", "train.batch_size=8", "model.t5=flan"])
+    assert (config.run.variant, config.optim.lr, config.train.batch_size) == ("clip", 3e-4, 8)
+    assert config.path(config.run.output_dir) == tmp_path / "out"  # relative to the config file
+    assert config.model.t5 == "flan"  # a bare word is a string
+
+
+@pytest.mark.parametrize("override, message", [("optim.lrr=1", "unknown setting"), ("optim.lr=abc", "must be a float"),
+                                                ("nope.x=1", "unknown config section"), ("lr=1", "section.key=value")])
+def test_bad_settings_are_explained(override: str, message: str):
+    with pytest.raises(ThinkDiffError, match=message):
+        load_config(None, [override])
+
+
+def test_weight_decay_only_on_weight_matrices():
+    optimizer = make_optimizer(Aligner(8, 16, 4), OptimConfig())
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.05 and [p.shape for p in decay["params"]] == [torch.Size([16, 8]), torch.Size([4, 16])]
+    assert no_decay["weight_decay"] == 0.0 and [p.shape for p in no_decay["params"]] == [(16,), (4,), (4,)]
+    assert optimizer.defaults["betas"] == (0.9, 0.999)
+
+
+def test_warmup_then_cosine_schedule():
+    config = OptimConfig()
+    assert learning_rate(0, config) == pytest.approx(1e-6)
+    assert learning_rate(1000, config) == pytest.approx(1e-6 + (1e-4 - 1e-6) / 2)
+    assert learning_rate(2000, config) == pytest.approx(2e-5 * 0.5 * (1 + math.cos(math.pi * 0.01)) + 8e-5)
+    assert learning_rate(25_000, config) == pytest.approx(9.92e-5, abs=1e-7)  # the reference LVLM stop: nearly flat
+    assert learning_rate(200_000, config) == pytest.approx(8e-5) == learning_rate(300_000, config)

@@ -1,0 +1,192 @@
+"""One TOML file per run, plus ``--set section.key=value`` overrides.
+
+Defaults are the reference's settings (thinkdiff-reference.md sections 3.4, 4.2, 5); every value can
+be changed. Sections mirror the dataclasses below: ``[run]``, ``[data]``, ``[precompute]``,
+``[model]``, ``[train]``, ``[optim]``. Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from thinkdiff.errors import ThinkDiffError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+Variant = Literal["lvlm", "clip"]
+
+# The 16 instructions Qwen2-VL answers in stage A, drawn uniformly per image
+# (cc_sbu_dataset_mllama_vllm_process_wids.py, ``llava_brief_instructions``).
+REFERENCE_INSTRUCTIONS = (
+    "Describe the image concisely.",
+    "Provide a brief description of the given image.",
+    "Offer a succinct explanation of the picture presented.",
+    "Summarize the visual content of the image.",
+    "Give a short and clear explanation of the subsequent image.",
+    "Share a concise interpretation of the image provided.",
+    "Present a compact description of the photo's key features.",
+    "Relay a brief, clear account of the picture shown.",
+    "Render a clear and concise summary of the photo.",
+    "Write a terse but informative summary of the picture.",
+    "Create a compact narrative representing the image presented.",
+    "Generate a prompt that can recreate the image in a 2D diffusion model.",
+    "Provide a descriptive prompt to reproduce the given image using a diffusion model.",
+    "Create a prompt suitable for a 2D diffusion model to generate the same image.",
+    "Summarize the visual details as a prompt for a 2D diffusion model.",
+    "Write a clear prompt to guide a 2D diffusion model in recreating the image.",
+)
+
+
+@dataclass
+class RunConfig:
+    variant: Variant = "lvlm"
+    output_dir: str = "runs/thinkdiff"
+    seed: int = 42
+    mixed_precision: Literal["bf16", "no"] = "bf16"  # bf16 autocast as the reference; no GradScaler either way
+
+
+@dataclass
+class DataConfig:
+    """Image-text pairs: a folder with a captions file, and/or WebDataset tar shards."""
+
+    captions: str = ""  # .jsonl ({"image": relative path, "caption": text}) or .csv (columns image, caption)
+    images: str = ""  # folder the captions file's image paths are relative to (default: the captions file's folder)
+    shards: list[str] = field(default_factory=list)  # tar files or glob patterns (cc_sbu layout: KEY.jpg + KEY.txt/KEY.json)
+    num_workers: int = 2
+
+
+@dataclass
+class PrecomputeConfig:
+    """LVLM stage A: Qwen2-VL answers one instruction per image; its generated-token features are stored."""
+
+    vlm: str = ""  # Qwen2-VL(-Instruct) Hugging Face folder
+    features_dir: str = "features"
+    dtype: Literal["bf16", "fp32"] = "bf16"  # Qwen2-VL weights
+    storage_dtype: Literal["bf16", "fp32"] = "bf16"  # stored features
+    batch_size: int = 8
+    samples_per_shard: int = 1000
+    max_new_tokens: int = 256
+    temperature: float = 0.6
+    top_p: float = 0.9
+    greedy: bool = False
+    min_pixels: int = 224 * 224
+    max_pixels: int = 1280 * 28 * 28
+    instructions: list[str] = field(default_factory=lambda: list(REFERENCE_INSTRUCTIONS))
+    progress_every_s: float = 30.0
+
+
+@dataclass
+class ModelConfig:
+    t5: str = ""  # Flan-T5-XXL Hugging Face folder (model + tokenizer)
+    t5_dtype: Literal["bf16", "fp32"] = "bf16"
+    # The reference keeps the frozen T5 in train mode, so its dropout (0.1 in Flan-T5) is active while the
+    # aligner learns. True reproduces that; False runs the frozen T5 deterministically (eval mode).
+    t5_dropout: bool = True
+    vision: str = ""  # CLIP variant: vision file from `python -m thinkdiff extract-vision` (tower, config, token grid)
+    vision_dtype: Literal["bf16", "fp32"] = "bf16"
+    aligner_hidden_dim: int = 0  # 0: the T5 width (4096 for XXL), as the reference
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # per process (reference: LVLM 32, CLIP 42)
+    max_steps: int = 25_000  # reference: LVLM 25k, CLIP 100k
+    max_split_tokens: int = 128  # LVLM: split s ~ U{1..min(L-1, this)}
+    max_target_tokens: int = 0  # 0: the reference's 128 (LVLM) / 32 (CLIP)
+    max_caption_words: int = 50  # CLIP caption cleaning
+    log_every: int = 50
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.05  # weight matrices only (ndim >= 2, name without bias/ln/bn)
+    warmup_steps: int = 2000
+    warmup_lr: float = 1e-6
+    min_lr: float = 8e-5
+    cosine_steps: int = 200_000  # cosine horizon (reference: 40 epochs x 5000 iterations), independent of max_steps
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    precompute: PrecomputeConfig = field(default_factory=PrecomputeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    base_dir: Path = Path(".")
+
+    def path(self, value: str) -> Path:
+        """``value`` resolved against the config file's folder."""
+        return (self.base_dir / value).resolve() if value else Path()
+
+    @property
+    def max_target_tokens(self) -> int:
+        return self.train.max_target_tokens or (128 if self.run.variant == "lvlm" else 32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "base_dir"}
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value (``3``, ``1e-4``, ``true``, ``["a"]``, ``"x"``); anything else is a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _section(cls: type, values: dict[str, Any], name: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ThinkDiffError(f"unknown setting(s) in [{name}]: {', '.join(unknown)}; known: {', '.join(known)}")
+    defaults = cls()
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        if isinstance(default, tuple):
+            value = tuple(value)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif type(default) is not type(value):
+            raise ThinkDiffError(f"[{name}] {key} must be a {type(default).__name__}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a TOML config (or only defaults) and apply ``section.key=value`` overrides."""
+    tables: dict[str, dict[str, Any]] = {}
+    base_dir = Path.cwd()
+    if path:
+        path = Path(path)
+        try:
+            tables = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ThinkDiffError(f"cannot read config {path}: {e}") from e
+        base_dir = path.resolve().parent
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not (sep and dot and name):
+            raise ThinkDiffError(f"override {item!r} must look like section.key=value")
+        tables.setdefault(section, {})[name] = _parse_value(value.strip())
+    sections = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "base_dir"}
+    unknown = sorted(set(tables) - set(sections))
+    if unknown:
+        raise ThinkDiffError(f"unknown config section(s): {', '.join(unknown)}; known: {', '.join(sections)}")
+    config = Config(**{name: _section(type(factory()), tables.get(name, {}), name) for name, factory in sections.items()},
+                    base_dir=base_dir)
+    if config.run.variant not in ("lvlm", "clip"):
+        raise ThinkDiffError(f"[run] variant must be lvlm or clip, got {config.run.variant!r}")
+    return config
