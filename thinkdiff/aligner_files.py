@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import ThinkDiffError
+from .model_setup import CONVERT_COMMAND
 from .safe_pickle import load_tensors_only
 
 FORMAT_NAME = "thinkdiff.aligner"
@@ -37,7 +38,6 @@ KNOWN_SOURCES = {
     3584: ("lvlm", "Qwen/Qwen2-VL-7B-Instruct"),
     1408: ("clip", "Salesforce/blip2-flan-t5-xxl (EVA ViT-g/14 vision tower)"),
 }
-CONVERT_HINT = "python -m thinkdiff convert-aligner"
 
 
 @dataclass
@@ -120,7 +120,7 @@ def load_aligner_weights(path: str | Path) -> AlignerWeights:
     except pickle.UnpicklingError as e:
         raise ThinkDiffError(
             f"{path.name} pickles Python objects besides tensors, so it is not loaded (loading it could run code). "
-            f"Extract its tensors once, without running anything from it: `{CONVERT_HINT} {path} {path.with_suffix('.safetensors')}`, "
+            f"Extract its tensors once, without running anything from it: `{CONVERT_COMMAND} {path} {path.with_suffix('.safetensors')}`, "
             "then pick the .safetensors file.") from e
     except (RuntimeError, OSError, EOFError) as e:
         raise ThinkDiffError(f"{path.name} is not a readable PyTorch checkpoint ({e}); download it again.") from e

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .errors import ThinkDiffError
+from .model_setup import EXTRACT_COMMAND
 
 VISION_FORMAT = "thinkdiff.vision"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -125,7 +126,7 @@ def _read_vision_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tenso
             if metadata.get("format") != VISION_FORMAT:
                 raise ThinkDiffError(
                     f"{path.name} is not a ThinkDiff vision-encoder file. Make one from a local {BLIP2_URL} folder with "
-                    "`python -m thinkdiff extract-vision BLIP2_FOLDER ComfyUI/models/thinkdiff/blip2_vision.safetensors`.")
+                    f"`{EXTRACT_COMMAND} BLIP2_FOLDER ComfyUI/models/thinkdiff/blip2_vision.safetensors`.")
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except (SafetensorError, OSError) as e:
         raise ThinkDiffError(f"{path.name} is not a readable .safetensors file ({e}); extract or download it again.") from e
