@@ -187,17 +187,19 @@ def clip_cogvideox() -> dict:
 LAYOUT = {"1": (20, 40), "2": (20, 240), "3": (20, 600), "4": (340, 400), "5": (660, 40), "6": (660, 700),
           "7": (660, 860), "8": (1100, 300), "9": (20, 40), "20": (1420, 480), "21": (1420, 40), "22": (1420, 620),
           "23": (1760, 200), "24": (1760, 620), "25": (2100, 200), "26": (2100, 320)}
-SIZES = {"5": [400, 620], "8": [340, 260], "23": [315, 262], "26": [400, 440]}
+SIZES = {"ThinkDiffVLMEncode": [400, 620], "ThinkDiffFluxConditioning": [340, 260], "ThinkDiffCLIPFluxConditioning": [340, 260],
+         "ThinkDiffCogVideoXConditioning": [340, 300], "KSampler": [315, 262], "SaveImage": [400, 440]}
 
 
 def to_ui(api: dict, object_info: dict, title: str, note: str, models: dict) -> dict:
     extras = {nid: {"properties": {"Node name for S&R": node["class_type"], "models": models[node["class_type"]]}}
               for nid, node in api.items() if node["class_type"] in models}
-    for nid, size in SIZES.items():
-        extras.setdefault(nid, {})["size"] = size
+    for nid, node in api.items():
+        if node["class_type"] in SIZES:
+            extras.setdefault(nid, {})["size"] = SIZES[node["class_type"]]
     ui = api_to_ui(api, object_info, LAYOUT, extras)
     note_id = ui["last_node_id"] + 1
-    ui["nodes"].append({"id": note_id, "type": "MarkdownNote", "pos": [20, 900], "size": [620, 360], "flags": {},
+    ui["nodes"].append({"id": note_id, "type": "MarkdownNote", "pos": [20, 1000], "size": [620, 360], "flags": {},
                         "order": len(ui["nodes"]), "mode": 0, "inputs": [], "outputs": [], "title": title,
                         "properties": {}, "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
     ui["last_node_id"] = note_id
