@@ -63,7 +63,7 @@ class VisionTokenEncoder(nn.Module):
     def __init__(self, model: nn.Module, grid: int = REFERENCE_GRID, mean: Sequence[float] = CLIP_MEAN,
                  std: Sequence[float] = CLIP_STD) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = model.train(False)  # inference behaviour (no dropout)
         self.grid = grid
         self.image_size = int(model.config.image_size)
         self.mean, self.std = tuple(mean), tuple(std)

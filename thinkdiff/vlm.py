@@ -174,7 +174,7 @@ class QwenVLEncoder(nn.Module):
 
     def __init__(self, model: nn.Module, processor: Any, name: str = "") -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = model.train(False)  # inference behaviour (no dropout)
         self.processor = processor
         self.name = name
         # Generation settings come only from SamplingOptions: keep the token ids of the folder's
