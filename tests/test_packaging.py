@@ -15,7 +15,14 @@ import tomllib
 from PIL import Image
 
 from tests.support.paths import REPO
-from tests.support.shipping import copy_clone, declared_node_ids, scan_shipped_code, scan_source, shipped_workflows_in
+from tests.support.shipping import (
+    copy_clone,
+    declared_node_ids,
+    scan_shipped_code,
+    scan_source,
+    shipped_python_files,
+    shipped_workflows_in,
+)
 from thinkdiff import __version__
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -49,6 +56,14 @@ def test_requirements_are_minimal():
 
 def test_shipped_code_has_nothing_the_registry_scanner_flags():
     assert scan_shipped_code() == []
+
+
+def test_shipped_code_text_has_no_exec_or_eval_call_pattern():
+    """Pattern scanners match text, not syntax: even a method named eval (``model.eval()``) or a comment would be flagged."""
+    pattern = re.compile(r"\b(exec|eval)\(|subprocess|os\.environ|urllib\.request|requests\.(get|post)")
+    hits = [f"{path.relative_to(REPO)}:{number}: {line.strip()}" for path in shipped_python_files()
+            for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == []
 
 
 @pytest.mark.parametrize("snippet", [
