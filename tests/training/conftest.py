@@ -119,12 +119,17 @@ def photo_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def tiny_run_config(output: Path, *overrides: str) -> Config:
-    """A config for tiny CPU runs (fp32, no warm-up, log every step) writing to ``output``."""
+def tiny_run_overrides(output: Path, *overrides: str) -> list[str]:
+    """``--set`` overrides for tiny CPU runs (fp32, no warm-up, log every step) writing to ``output``."""
     base = [f"run.output_dir={json.dumps(str(output))}", 'run.mixed_precision="no"', "data.num_workers=0",
             "train.log_every=1", "train.checkpoint_every=1000", "optim.warmup_steps=0", "optim.lr=1e-3", "optim.min_lr=1e-3",
             'model.t5_dtype="fp32"']
-    return load_config(None, base + list(overrides))
+    return base + list(overrides)
+
+
+def tiny_run_config(output: Path, *overrides: str) -> Config:
+    """A config for tiny CPU runs, see :func:`tiny_run_overrides`."""
+    return load_config(None, tiny_run_overrides(output, *overrides))
 
 
 def quoted(path: Path) -> str:

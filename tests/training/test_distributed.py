@@ -1,0 +1,65 @@
+"""The multi-process path (DDP, sharded stage A) with two real processes on the CPU (gloo), as torchrun launches them.
+
+On GPUs ``accelerate launch --multi_gpu`` starts the same processes; on the CPU Accelerate needs ``ACCELERATE_USE_CPU``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.support.paths import REPO
+from tests.training.conftest import tiny_run_overrides
+from tests.training.test_align import clip_settings
+from thinkdiff.aligner import Aligner
+from thinkdiff.aligner_files import load_aligner_weights
+from training.config import Config
+from training.feature_store import finished_shards
+
+
+def launch_two(command: str, output: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m training COMMAND`` in two processes on this machine."""
+    sets = [arg for override in tiny_run_overrides(output, *overrides) for arg in ("--set", override)]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training", command, *sets],
+        cwd=REPO, env={**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_two_process_precompute_writes_the_same_shards(tmp_path: Path, lvlm_features: Config, stage_a_settings):
+    """Process r takes shards r, r+2, ...; every shard holds the single-process run's tokens, texts and features."""
+    folder = tmp_path / "features"
+    launch_two("precompute", tmp_path / "run", *stage_a_settings(folder))
+    single = lvlm_features.path(lvlm_features.precompute.features_dir)
+    assert finished_shards(folder) == finished_shards(single) == [0, 1, 2, 3]
+    for shard in finished_shards(single):
+        name = f"shard-{shard:06d}"
+        ours, theirs = load_file(str(folder / f"{name}.safetensors")), load_file(str(single / f"{name}.safetensors"))
+        assert torch.equal(ours["token_ids"], theirs["token_ids"]) and torch.equal(ours["offsets"], theirs["offsets"])
+        # the same computation, but each process has one thread here: bf16 rounding may differ by an ulp
+        torch.testing.assert_close(ours["features"].float(), theirs["features"].float(), rtol=1e-2, atol=1e-2)
+        assert (folder / f"{name}.json").read_text() == (single / f"{name}.json").read_text()
+
+
+def test_two_process_clip_alignment(tmp_path: Path, t5_folder: Path, vision_file: Path, photo_set: Path):
+    """DDP: each step consumes both processes' batches, one process writes the log, the export loads."""
+    run = tmp_path / "run"
+    launch_two("align", run, *clip_settings(t5_folder, vision_file, photo_set, "train.batch_size=3", "train.max_steps=4",
+                                            "train.checkpoint_every=2"))
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["samples"]) + int(r["skipped"]) for r in rows] == [6, 12, 18, 24]  # 2 processes x batch 3 per step
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    launch_two("export", run, *clip_settings(t5_folder, vision_file, photo_set))
+    weights = load_aligner_weights(run / "aligner.safetensors")
+    assert weights.metadata["training_steps"] == "4"
+    assert Aligner.from_state_dict(weights.state)(torch.randn(65, weights.in_dim)).shape == (65, weights.out_dim)
