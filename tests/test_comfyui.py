@@ -1,6 +1,7 @@
 """End to end in a real ComfyUI 0.3.75 server process with this pack and tiny random models."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -158,6 +159,20 @@ def test_conditioning_replaces_t5_with_aligned_tokens(comfy):
     assert result.ok, result.error
     (info,) = [json.loads(t) for t in result.texts("8")]
     assert info["cond"] == [1, 20, 32] and info["pooled_output"] == [1, 32] and info["guidance"] == 3.5
+
+
+def test_models_live_in_comfyuis_memory_manager(comfy):
+    """The VLM and the aligner are ModelPatchers in current_loaded_models, so Unload Models (POST /free) frees them."""
+    graph = conditioning_graph(max_new_tokens=4, seed=7)
+    graph["9"] = {"class_type": "TestLoadedModels", "inputs": {"after": ["7", 0]}}
+    result = comfy.run(graph)
+    assert result.ok, result.error
+    assert {"QwenVLEncoder", "Aligner"} <= set(result.texts("9"))
+    comfy.post("/free", {"unload_models": True})
+    deadline = time.time() + 30
+    while {"QwenVLEncoder", "Aligner"} & set(loaded := comfy.run(graph).texts("9")) and time.time() < deadline:
+        time.sleep(0.5)  # the prompt worker applies /free between prompts
+    assert not {"QwenVLEncoder", "Aligner"} & set(loaded)
 
 
 def test_conditioning_without_clip_has_zero_pooled(comfy):

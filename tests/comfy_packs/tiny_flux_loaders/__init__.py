@@ -105,8 +105,29 @@ class TestConditioningInfo:
         return {"ui": {"text": lines}}
 
 
+class TestLoadedModels:
+    """Lists the modules in ComfyUI's memory manager (``current_loaded_models``) after its input is ready."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"after": ("CONDITIONING",)}}
+
+    @classmethod
+    def IS_CHANGED(cls, after):
+        return float("nan")  # always report the current state
+
+    RETURN_TYPES = ()
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+    CATEGORY = "testing/tiny_flux"
+
+    def report(self, after):
+        return {"ui": {"text": [type(loaded.model.model).__name__ for loaded in mm.current_loaded_models]}}
+
+
 NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader,
-                       "TestConditioningInfo": TestConditioningInfo}
+                       "TestConditioningInfo": TestConditioningInfo, "TestLoadedModels": TestLoadedModels}
 NODE_DISPLAY_NAME_MAPPINGS = {"TinyFluxUNETLoader": "Tiny Flux UNET Loader (test)",
                               "TinyFluxDualCLIPLoader": "Tiny Flux DualCLIP Loader (test)",
-                              "TestConditioningInfo": "Conditioning Info (test)"}
+                              "TestConditioningInfo": "Conditioning Info (test)",
+                              "TestLoadedModels": "Loaded Models (test)"}
