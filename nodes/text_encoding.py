@@ -16,6 +16,10 @@ from ..thinkdiff.text_tokens import fit_tokens
 FLUX_POOLED_WIDTH = 768
 
 
+NOT_FLUX = "it is not a Flux text encoder: load clip_l + t5xxl with DualCLIPLoader (type: flux)."
+NO_T5 = "it has no T5-XXL (load t5xxl with DualCLIPLoader type flux, or CLIPLoader type sd3/cogvideox)."
+
+
 def _tokens(clip: Any, text: str, needs: set[str], what: str) -> dict[str, list]:
     tokens = clip.tokenize(text)
     if not needs <= set(tokens):
@@ -28,10 +32,8 @@ def _fit_t5(clip: Any, tokens: dict[str, list], length: int) -> None:
     tokens["t5xxl"] = [fit_tokens(tokens["t5xxl"][0], length, t5.end_token, t5.pad_token)]
 
 
-def t5_encode(clip: Any, text: str, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """T5 states of ``text`` at exactly ``length`` tokens [1, length, D], and the pooled vector the CLIP returns."""
-    tokens = _tokens(clip, text, {"t5xxl"}, "it has no T5-XXL (load t5xxl with DualCLIPLoader type flux, "
-                                            "or CLIPLoader type sd3/cogvideox).")
+def _encode(clip: Any, text: str, length: int, needs: set[str], what: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    tokens = _tokens(clip, text, needs, what)
     _fit_t5(clip, tokens, length)
     cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
     if cond.shape[1] != length:
@@ -40,15 +42,18 @@ def t5_encode(clip: Any, text: str, length: int) -> tuple[torch.Tensor, torch.Te
     return cond, pooled
 
 
-def flux_pooled(clip: Any, text: str) -> torch.Tensor:
-    """CLIP-L's pooled vector of ``text``; T5 is given a single end token so it costs nothing."""
-    tokens = _tokens(clip, text, {"l", "t5xxl"}, "it is not a Flux text encoder: load clip_l + t5xxl with "
-                                                 "DualCLIPLoader (type: flux).")
-    _fit_t5(clip, tokens, 1)
-    return clip.encode_from_tokens(tokens, return_pooled=True)[1]
+def t5_encode(clip: Any, text: str, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """T5 states of ``text`` at exactly ``length`` tokens [1, length, D], and the pooled vector the CLIP returns."""
+    return _encode(clip, text, length, {"t5xxl"}, NO_T5)
 
 
 def flux_text(clip: Any, text: str, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Flux T5 states of ``text`` at ``length`` tokens and CLIP-L's pooled vector of it, as diffusers' FluxPipeline."""
-    _tokens(clip, text, {"l", "t5xxl"}, "it is not a Flux text encoder: load clip_l + t5xxl with DualCLIPLoader (type: flux).")
-    return t5_encode(clip, text, length)
+    return _encode(clip, text, length, {"l", "t5xxl"}, NOT_FLUX)
+
+
+def flux_pooled(clip: Any, text: str) -> torch.Tensor:
+    """CLIP-L's pooled vector of ``text``; T5 is given a single end token so it costs nothing."""
+    tokens = _tokens(clip, text, {"l", "t5xxl"}, NOT_FLUX)
+    _fit_t5(clip, tokens, 1)
+    return clip.encode_from_tokens(tokens, return_pooled=True)[1]
