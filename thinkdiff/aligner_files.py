@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import ThinkDiffError
 from .model_setup import CONVERT_COMMAND
 from .safe_pickle import load_tensors_only
+from .safetensors_files import read_safetensors
 
 FORMAT_NAME = "thinkdiff.aligner"
 FORMAT_VERSION = "1"
@@ -106,12 +106,7 @@ def load_aligner_weights(path: str | Path) -> AlignerWeights:
     if not path.is_file():
         raise ThinkDiffError(f"aligner file not found: {path}")
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                metadata = dict(f.metadata() or {})
-                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ThinkDiffError(f"{path.name} is not a readable .safetensors file ({e}); download it again.") from e
+        metadata, state = read_safetensors(path, "download it again")
         return AlignerWeights(_normalise_keys(state, path), metadata)
     if not zipfile.is_zipfile(path):
         raise ThinkDiffError(f"{path.name} is not a readable PyTorch checkpoint (not a torch.save archive); download it again.")

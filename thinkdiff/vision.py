@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 import transformers
 from PIL import Image
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from .errors import ThinkDiffError
 from .model_setup import EXTRACT_COMMAND
+from .safetensors_files import read_safetensors
 
 VISION_FORMAT = "thinkdiff.vision"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -86,8 +86,7 @@ class VisionTokenEncoder(nn.Module):
             model.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
             raise ThinkDiffError(f"{path.name} does not match its own config ({e}); extract it again.") from e
-        encoder = cls(model.to(dtype) if dtype else model, int(metadata["token_grid"]))
-        return encoder
+        return cls(model.to(dtype) if dtype else model, int(metadata["token_grid"]))
 
     @property
     def hidden_size(self) -> int:
@@ -120,16 +119,10 @@ def _encoder_class(name: str) -> type[nn.Module]:
 def _read_vision_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     if not path.is_file():
         raise ThinkDiffError(f"vision encoder file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            if metadata.get("format") != VISION_FORMAT:
-                raise ThinkDiffError(
-                    f"{path.name} is not a ThinkDiff vision-encoder file. Make one from a local {BLIP2_URL} folder with "
-                    f"`{EXTRACT_COMMAND} BLIP2_FOLDER ComfyUI/models/thinkdiff/blip2_vision.safetensors`.")
-            state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except (SafetensorError, OSError) as e:
-        raise ThinkDiffError(f"{path.name} is not a readable .safetensors file ({e}); extract or download it again.") from e
+    metadata, state = read_safetensors(path, "extract or download it again")
+    if metadata.get("format") != VISION_FORMAT:
+        raise ThinkDiffError(f"{path.name} is not a ThinkDiff vision-encoder file. Make one from a local {BLIP2_URL} folder with "
+                             f"`{EXTRACT_COMMAND} BLIP2_FOLDER ComfyUI/models/thinkdiff/blip2_vision.safetensors`.")
     return metadata, state
 
 
