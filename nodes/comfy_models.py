@@ -11,6 +11,7 @@ import torch
 from comfy_api.latest import io
 from safetensors import SafetensorError, safe_open
 
+from ..thinkdiff.dtypes import DTYPES
 from ..thinkdiff.errors import ThinkDiffError
 from ..thinkdiff.model_setup import missing_message
 from ..thinkdiff.vision import VISION_FORMAT
@@ -97,9 +98,8 @@ def placement(dtype: str, device: str) -> tuple[torch.device, torch.dtype]:
 
 def resolve_dtype(choice: str, device: torch.device) -> torch.dtype:
     """``auto`` picks bf16 where ComfyUI says the device runs it well, else fp16, else fp32."""
-    named = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    if choice in named:
-        return named[choice]
+    if choice in DTYPES:
+        return DTYPES[choice]
     if mm.should_use_bf16(device):
         return torch.bfloat16
     return torch.float16 if mm.should_use_fp16(device) else torch.float32

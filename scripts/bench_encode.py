@@ -29,9 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.tiny_models import qwen2vl_config, qwen2vl_processor  # noqa: E402
+from thinkdiff.dtypes import DTYPES  # noqa: E402
 from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest  # noqa: E402
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def random_model(args: argparse.Namespace) -> torch.nn.Module:

@@ -41,7 +41,7 @@ from thinkdiff.vision import VisionTokenEncoder  # noqa: E402
 from thinkdiff.vlm import QwenVLEncoder, VLMRequest  # noqa: E402
 from training.config import OptimConfig, PrecomputeConfig  # noqa: E402
 from training.feature_store import FeatureShards, GeneratedSample, write_manifest, write_shard  # noqa: E402
-from training.models import FrozenT5, build_aligner  # noqa: E402
+from training.models import DTYPES, FrozenT5, build_aligner  # noqa: E402
 from training.objectives import (  # noqa: E402
     CLIPExamples,
     CLIPObjective,
@@ -61,7 +61,6 @@ SIZES = {  # qwen width, qwen layers, T5 widths, vision tower, stage-A tokens
     "mid": ("2b", 2, dict(d_model=512, d_kv=64, d_ff=1024, num_layers=4, num_heads=8),
             dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6), 16),
 }
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def timed(runs: dict[str, Callable[[], object]], repeats: int, device: str) -> dict[str, float]:

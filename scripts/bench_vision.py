@@ -26,11 +26,11 @@ from transformers import Blip2VisionConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.tiny_models import TINY_VISION_TOWER, random_aligner  # noqa: E402
+from thinkdiff.dtypes import DTYPES  # noqa: E402
 from thinkdiff.vision import VisionTokenEncoder  # noqa: E402
 
 EVA_VIT_G = dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16, image_size=224,
                  patch_size=14, qkv_bias=True, layer_norm_eps=1e-6)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def main() -> None:

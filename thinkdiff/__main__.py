@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from . import doctor
 from .aligner_files import convert_release_checkpoint, load_aligner_weights
+from .dtypes import DTYPES
 from .errors import ThinkDiffError
-
-STORAGE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def convert_aligner(args: argparse.Namespace) -> None:
@@ -36,7 +33,7 @@ def inspect_aligner(args: argparse.Namespace) -> None:
 def extract_vision(args: argparse.Namespace) -> None:
     from .vision_extract import extract_blip2_vision
 
-    path = extract_blip2_vision(args.folder, args.target, dtype=STORAGE_DTYPES[args.dtype])
+    path = extract_blip2_vision(args.folder, args.target, dtype=DTYPES[args.dtype])
     print(f"wrote {path} ({path.stat().st_size / 2**30:.2f} GiB)")
 
 
@@ -56,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     vision = commands.add_parser("extract-vision", help="save BLIP-2's vision tower as a ThinkDiff vision file")
     vision.add_argument("folder", help="a local Salesforce/blip2-flan-t5-xxl folder")
     vision.add_argument("target", help="output, e.g. ComfyUI/models/thinkdiff/blip2_vision.safetensors")
-    vision.add_argument("--dtype", choices=list(STORAGE_DTYPES), default="fp16", help="storage precision (default fp16)")
+    vision.add_argument("--dtype", choices=list(DTYPES), default="fp16", help="storage precision (default fp16)")
     vision.set_defaults(run=extract_vision)
     doctor_parser = commands.add_parser("doctor", help="check a ComfyUI install's model files for each workflow (downloads nothing)")
     doctor.add_arguments(doctor_parser)

@@ -20,12 +20,13 @@ from torch import nn
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from thinkdiff.aligner import Aligner
+from thinkdiff.dtypes import DTYPES as ALL_DTYPES
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.vision import VisionTokenEncoder
 
 from .config import Config, Variant
 
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = {name: ALL_DTYPES[name] for name in ("bf16", "fp32")}  # fp16 overflows in T5
 ENCODER_NORM_KEY = "encoder.final_layer_norm.weight"
 CLIP_INIT_STD = 0.02
 
