@@ -17,7 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.comfy_server import ComfyServer
 from tests.support.frontend import Frontend, thumbnail
-from tests.support.shipping import install_like_manager, shipped_workflows_in
+from tests.support.shipping import install_like_manager
+from thinkdiff.doctor import shipped_workflows
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
         for image in (pack / "workflows" / "images").glob("*.png"):
             shutil.copy(image, base / "input" / image.name)
         with ComfyServer(base) as server, Frontend(server) as ui:
-            for workflow in shipped_workflows_in(Path(__file__).resolve().parents[1]):
+            for workflow in shipped_workflows():
                 loaded = ui.load(json.loads(workflow.read_text()))
                 if loaded.missing:
                     raise SystemExit(f"{workflow.name}: missing node types {loaded.missing}")

@@ -14,11 +14,11 @@ from tests.support.tiny_comfy import (
     TINY_CLIP_ALIGNER,
     TINY_VISION,
     TINY_VLM,
-    shipped_workflows,
     tiny_api_graph,
 )
 from tests.support.tiny_diffusers import tiny_cogvideox_frames
 from tests.support.tiny_models import make_aligner
+from thinkdiff.doctor import shipped_workflows
 
 pytestmark = pytest.mark.comfyui
 THINKDIFF_NODES = ["ThinkDiffVLMLoader", "ThinkDiffVLMEncode", "ThinkDiffAlignerLoader", "ThinkDiffFluxConditioning",

@@ -8,7 +8,6 @@ import json
 import shutil
 import urllib.request
 from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +16,9 @@ from PIL import Image
 from tests.support.comfy_server import PACK_NAME, ComfyServer
 from tests.support.frontend import Frontend, chromium_available
 from tests.support.paths import DEV
-from tests.support.shipping import declared_node_ids, install_like_manager, shipped_workflows_in
+from tests.support.shipping import declared_node_ids, install_like_manager
 from tests.support.workflow_api import ui_to_api
+from thinkdiff.doctor import shipped_workflows
 
 pytestmark = pytest.mark.comfyui
 ARTIFACTS = DEV / "artifacts" / "frontend"
@@ -68,7 +68,7 @@ def test_every_node_registers_without_import_errors(installed, ours):
 
 
 def test_templates_are_listed_with_thumbnails(installed):
-    workflows = shipped_workflows_in(installed.pack)
+    workflows = shipped_workflows(installed.pack)
     assert workflows
     assert sorted(installed.get("/workflow_templates")[PACK_NAME]) == sorted(w.stem for w in workflows)
     for workflow in workflows:
@@ -124,7 +124,7 @@ def frontend(installed):
         yield ui
 
 
-@pytest.mark.parametrize("name", [w.stem for w in shipped_workflows_in(Path(__file__).resolve().parents[1])])
+@pytest.mark.parametrize("name", [w.stem for w in shipped_workflows()])
 def test_template_opens_in_the_real_frontend(installed, info, ours, frontend, name):
     workflow = json.loads((installed.pack / "workflows" / f"{name}.json").read_text())
     loaded = frontend.load(workflow)

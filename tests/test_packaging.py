@@ -21,9 +21,9 @@ from tests.support.shipping import (
     scan_shipped_code,
     scan_source,
     shipped_python_files,
-    shipped_workflows_in,
 )
 from thinkdiff import __version__
+from thinkdiff.doctor import shipped_workflows
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
@@ -103,7 +103,7 @@ def test_comfy_node_validate_and_the_published_archive(tmp_path):
     shipped = {"__init__.py", "pyproject.toml", "requirements.txt", "LICENSE"}
     assert shipped <= names
     assert {f"web/docs/{node}.md" for node in declared_node_ids()} <= names
-    for workflow in shipped_workflows_in(pack):
+    for workflow in shipped_workflows(pack):
         assert {f"workflows/{workflow.name}", f"workflows/{workflow.stem}.jpg"} <= names
     assert any(n.startswith("nodes/") for n in names) and any(n.startswith("thinkdiff/") for n in names)
     left_out = ("tests/", "scripts/", "training/", "docs/", ".ci/", "requirements-dev.txt")

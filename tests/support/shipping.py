@@ -114,6 +114,3 @@ def scan_shipped_code(root: Path = REPO) -> list[Finding]:
     return [f for path in shipped_python_files(root) for f in scan_source(path.read_text(), str(path.relative_to(root)))]
 
 
-def shipped_workflows_in(root: Path) -> list[Path]:
-    """The template workflows of a pack folder (what ComfyUI's /workflow_templates lists)."""
-    return sorted((root / "workflows").glob("*.json"))

@@ -56,9 +56,5 @@ def swap_to_tiny(api: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def shipped_workflows() -> list[Path]:
-    return sorted(WORKFLOWS.glob("*.json"))
-
-
 def tiny_api_graph(workflow: Path, object_info: dict[str, Any]) -> dict[str, Any]:
     return swap_to_tiny(ui_to_api(json.loads(workflow.read_text()), object_info))
