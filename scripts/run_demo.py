@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.comfy_server import ComfyServer  # noqa: E402
 from tests.support.paths import DEV, REPO  # noqa: E402
 from tests.support.tiny_comfy import WORKFLOWS, make_tiny_base, tiny_api_graph  # noqa: E402
+from thinkdiff.doctor import shipped_workflows  # noqa: E402
 
 COMFYUI_VERSION = "0.3.75"
 
@@ -25,7 +26,7 @@ COMFYUI_VERSION = "0.3.75"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workflow", nargs="?", default="thinkdiff_lvlm_in_context",
-                        help=f"one of: {', '.join(p.stem for p in sorted(WORKFLOWS.glob('*.json')))}")
+                        help=f"one of: {', '.join(p.stem for p in shipped_workflows())}")
     parser.add_argument("--out", type=Path, default=REPO / "demo_output")
     args = parser.parse_args()
     workflow = WORKFLOWS / f"{args.workflow}.json"
