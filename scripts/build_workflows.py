@@ -61,7 +61,12 @@ CLIP_SETUP_NOTE = """## ThinkDiff-CLIP setup
    https://huggingface.co/Mifucius/ThinkDiff with `python -m thinkdiff convert-aligner thinkdiff_clip.pth ...`.
 3. **Diffusion model and text encoders** as linked on the loader nodes (Flux.1-dev). For the CogVideoX workflow
    (native CogVideoX needs ComfyUI 0.21 or newer): CogVideoX-5b (https://huggingface.co/THUDM/CogVideoX-5b) as a
-   ComfyUI diffusion model + VAE, and t5xxl_fp16 with CLIPLoader type cogvideox."""
+   ComfyUI diffusion model + VAE, and t5xxl_fp16 with CLIPLoader type cogvideox. It samples as the paper's diffusers
+   pipeline: 50 DDIM steps (core's *VOIDSampler*, the DDIM of diffusers-trained CogVideoX models) on BasicScheduler
+   *simple* (= diffusers' trailing timesteps), CFG 6. KSampler is not equivalent for this model type.
+
+Flux workflows: change the size only on the *width* / *height* nodes; they feed both the latent and ModelSamplingFlux
+(diffusers' resolution-dependent schedule shift, as in the paper)."""
 
 
 def example_images() -> None:
@@ -81,17 +86,23 @@ def example_images() -> None:
 
 
 def flux_tail(positive: str, size: int, prefix: str) -> dict:
-    """Flux.1-dev sampling as in the paper: guidance 3.5 (in the conditioning), 28 steps, cfg 1."""
+    """Flux.1-dev sampling as in the paper: guidance 3.5 (in the conditioning), 28 steps, cfg 1, and diffusers' resolution-
+    dependent schedule shift (ModelSamplingFlux, as ComfyUI's own Flux templates). One pair of Int nodes feeds both the
+    latent's and the shift's width and height, so a size change cannot leave the schedule behind."""
     return {
         "20": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": [positive, 0]}},
         "21": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}},
-        "22": {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "22": {"class_type": "EmptySD3LatentImage", "inputs": {"width": ["28", 0], "height": ["29", 0], "batch_size": 1}},
         "23": {"class_type": "KSampler", "inputs": {
-            "model": ["21", 0], "seed": 0, "steps": 28, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+            "model": ["27", 0], "seed": 0, "steps": 28, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
             "positive": [positive, 0], "negative": ["20", 0], "latent_image": ["22", 0], "denoise": 1.0}},
         "24": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
         "25": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": ["24", 0]}},
         "26": {"class_type": "SaveImage", "inputs": {"images": ["25", 0], "filename_prefix": prefix}},
+        "27": {"class_type": "ModelSamplingFlux", "inputs": {"model": ["21", 0], "max_shift": 1.15, "base_shift": 0.5,
+                                                             "width": ["28", 0], "height": ["29", 0]}},
+        "28": {"class_type": "PrimitiveInt", "inputs": {"value": size}, "_meta": {"title": "width"}},
+        "29": {"class_type": "PrimitiveInt", "inputs": {"value": size}, "_meta": {"title": "height"}},
     }
 
 
@@ -163,30 +174,37 @@ def clip_two_images() -> dict:
 
 
 def clip_cogvideox() -> dict:
-    """CogVideoX-5b (native, ComfyUI 0.21+): 226 tokens, guidance 6, 50 steps, 49 frames at 720x480."""
+    """CogVideoX-5b (native, ComfyUI 0.21+) as the paper's diffusers pipeline runs it: 226 tokens, CFG 6, 49 frames at
+    720x480, 50 DDIM steps on "trailing" timesteps. BasicScheduler "simple" gives exactly diffusers' trailing sigmas;
+    VOIDSampler is core's DDIM for diffusers-trained CogVideoX models (KSampler's samplers scale the starting noise by
+    sqrt(1 + sigma_max^2), about 4,500x with zero terminal SNR, which these models were not trained on)."""
     images = {"4": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_dots.png"}}}
     return {
         **clip_head(images),
-        "7": {"class_type": "CLIPLoader", "inputs": {"clip_name": "t5xxl_fp16.safetensors", "type": "cogvideox"}},
+        "7": {"class_type": "CLIPLoader", "inputs": {"clip_name": "t5xxl_fp16.safetensors", "type": "cogvideox", "device": "default"}},
         "8": {"class_type": "ThinkDiffCogVideoXConditioning", "inputs": {
             "image_tokens": ["5", 0], "aligner": ["6", 0], "clip": ["7", 0], "negative_text": "", "total_tokens": 226,
             "text": "A panda, dressed in a small red jacket and a tiny hat, sits on a wooden stool in a serene bamboo forest, "
                     "strumming a miniature acoustic guitar in the style of this picture."}},
         "21": {"class_type": "UNETLoader", "inputs": {"unet_name": "cogvideox_5b_bf16.safetensors", "weight_dtype": "default"}},
         "22": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 720, "height": 480, "length": 49, "batch_size": 1}},
-        "23": {"class_type": "KSampler", "inputs": {
-            "model": ["21", 0], "seed": 42, "steps": 50, "cfg": 6.0, "sampler_name": "ddim", "scheduler": "ddim_uniform",
-            "positive": ["8", 0], "negative": ["8", 1], "latent_image": ["22", 0], "denoise": 1.0}},
+        "23": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["30", 0], "guider": ["27", 0], "sampler": ["29", 0], "sigmas": ["28", 0], "latent_image": ["22", 0]}},
         "24": {"class_type": "VAELoader", "inputs": {"vae_name": "cogvideox_vae.safetensors"}},
         "25": {"class_type": "VAEDecode", "inputs": {"samples": ["23", 0], "vae": ["24", 0]}},
         "26": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["25", 0], "filename_prefix": "ThinkDiff/clip_cogvideox",
                                                             "fps": 8.0, "lossless": False, "quality": 90, "method": "default"}},
+        "27": {"class_type": "CFGGuider", "inputs": {"model": ["21", 0], "positive": ["8", 0], "negative": ["8", 1], "cfg": 6.0}},
+        "28": {"class_type": "BasicScheduler", "inputs": {"model": ["21", 0], "scheduler": "simple", "steps": 50, "denoise": 1.0}},
+        "29": {"class_type": "VOIDSampler", "inputs": {}},
+        "30": {"class_type": "RandomNoise", "inputs": {"noise_seed": 42}},
     }
 
 
 LAYOUT = {"1": (20, 40), "2": (20, 240), "3": (20, 600), "4": (340, 400), "5": (660, 40), "6": (660, 700),
           "7": (660, 860), "8": (1100, 300), "9": (20, 40), "20": (1420, 480), "21": (1420, 40), "22": (1420, 620),
-          "23": (1760, 200), "24": (1760, 620), "25": (2100, 200), "26": (2100, 320)}
+          "23": (1760, 200), "24": (1760, 620), "25": (2100, 200), "26": (2100, 320), "27": (1420, 200),
+          "28": (1100, 620), "29": (1100, 760), "30": (1420, 880)}
 SIZES = {"ThinkDiffVLMEncode": [400, 620], "ThinkDiffFluxConditioning": [340, 260], "ThinkDiffCLIPFluxConditioning": [340, 260],
          "ThinkDiffCogVideoXConditioning": [340, 300], "KSampler": [315, 262], "SaveImage": [400, 440]}
 

@@ -2,8 +2,9 @@
 
     .dev/venv/bin/python scripts/make_thumbnails.py
 
-Installs the pack as ComfyUI-Manager would (tests/support/shipping.py), starts ComfyUI 0.3.75, opens each shipped
-workflow in headless Chromium and saves the fitted graph as an 800x600 JPEG beside the workflow.
+Installs the pack as ComfyUI-Manager would (tests/support/shipping.py) with stand-in model files, starts ComfyUI
+(0.33 by default, see tests/support/paths.py), opens each shipped workflow in headless Chromium and saves the fitted graph
+as an 800x600 JPEG beside the workflow.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.comfy_server import ComfyServer
 from tests.support.frontend import Frontend, thumbnail
-from tests.support.shipping import install_like_manager
+from tests.support.shipping import install_like_manager, stand_in_models
 from thinkdiff.doctor import shipped_workflows
 
 
@@ -27,6 +28,7 @@ def main() -> None:
         pack, _ = install_like_manager(base)
         for image in (pack / "workflows" / "images").glob("*.png"):
             shutil.copy(image, base / "input" / image.name)
+        stand_in_models(base / "models", shipped_workflows(pack))
         with ComfyServer(base) as server, Frontend(server) as ui:
             for workflow in shipped_workflows():
                 loaded = ui.load(json.loads(workflow.read_text()))

@@ -2,8 +2,10 @@
 
     python scripts/run_demo.py [WORKFLOW] [--out demo_output]
 
-The ComfyUI base directory is .dev/demo (kept, so it can be opened later with
-`cd .dev/ComfyUI && ../venv/bin/python main.py --cpu --base-directory ../demo`).
+The ComfyUI tree is the one tests/support/paths.py selects (THINKDIFF_COMFYUI, default 0.33.0). The base directory is
+.dev/demo (kept, so it can be opened later with
+`cd .dev/comfyui-0.33.0 && ../venv/bin/python main.py --cpu --base-directory ../demo`). The CogVideoX workflow runs at a
+CPU size (64x64, 9 frames, 2 steps).
 """
 
 from __future__ import annotations
@@ -17,10 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.comfy_server import ComfyServer  # noqa: E402
 from tests.support.paths import DEV, REPO  # noqa: E402
-from tests.support.tiny_comfy import WORKFLOWS, make_tiny_base, tiny_api_graph  # noqa: E402
+from tests.support.tiny_comfy import WORKFLOWS, is_video, make_tiny_base, shrink_video, tiny_api_graph  # noqa: E402
 from thinkdiff.doctor import shipped_workflows  # noqa: E402
-
-COMFYUI_VERSION = "0.3.75"
 
 
 def main() -> int:
@@ -35,22 +35,24 @@ def main() -> int:
     print("preparing ComfyUI base directory with tiny random models (NOT real weights) ...")
     base = make_tiny_base(DEV / "demo")
     with ComfyServer(base) as server:
-        print(f"ComfyUI is up at {server.url}; running {workflow.name} with its model loaders pointed at the tiny models")
-        graph = tiny_api_graph(workflow, server.object_info())
-        started = time.time()
+        version = server.get("/system_stats")["system"]["comfyui_version"]
+        print(f"ComfyUI {version} is up at {server.url}; running {workflow.name} with its model loaders pointed at the tiny models")
         try:
+            graph = tiny_api_graph(workflow, server.object_info())
+            graph = shrink_video(graph) if is_video(graph) else graph
+            started = time.time()
             result = server.run(graph)
-        except ValueError as e:  # ComfyUI's validation, e.g. native CogVideoX on a ComfyUI older than 0.21
-            print(f"ComfyUI {COMFYUI_VERSION} cannot run {workflow.name}: {e}", file=sys.stderr)
+        except (KeyError, ValueError) as e:  # a node or value this ComfyUI lacks, e.g. native CogVideoX before 0.21
+            print(f"ComfyUI {version} cannot run {workflow.name}: {e}", file=sys.stderr)
             return 1
         if not result.ok:
             print(f"workflow failed: {result.error}\nserver log: {server.log_path}", file=sys.stderr)
             return 1
     args.out.mkdir(parents=True, exist_ok=True)
     (image,) = result.images()
-    image_path = args.out / f"{args.workflow}.png"
+    image_path = args.out / f"{args.workflow}{image.suffix}"
     shutil.copy(image, image_path)
-    print(f"done in {time.time() - started:.1f}s\n  image: {image_path}")
+    print(f"done in {time.time() - started:.1f}s on ComfyUI {version}\n  output: {image_path}")
     for node_id, node in graph.items():
         if node["class_type"] == "ThinkDiffVLMEncode":
             text_path = args.out / f"{args.workflow}.txt"

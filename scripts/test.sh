@@ -1,17 +1,34 @@
 #!/usr/bin/env bash
-# The test suite: builds .dev/ if needed (scripts/bootstrap.sh), then lint and pytest on CPU with tiny models.
-#   bash scripts/test.sh [pytest args]
+# The test suite on CPU with tiny models: builds .dev/ if needed (scripts/bootstrap.sh), then
+#   1. ruff
+#   2. everything (library, training, packaging, ComfyUI 0.33 server end to end, install + browser)
+#   3. the ComfyUI side again on ComfyUI 0.3.75 (tests marked comfyui: server, end to end, install + browser)
+#   4. library, training and ComfyUI end to end again with transformers 4.x (scripts/bootstrap_tf4.sh) on ComfyUI 0.3.75
+# Each part prints its wall time. `bash scripts/test.sh [pytest args]` runs only part 2 with those arguments
+# (THINKDIFF_COMFYUI=0.3.75 and .dev/venv-comfyui-0.3.75/bin/python for the old ComfyUI). THINKDIFF_TF4=0 skips part 4.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$HERE/scripts/bootstrap.sh"
-PY=${THINKDIFF_DEV_DIR:-$HERE/.dev}/venv/bin/python
+DEV=${THINKDIFF_DEV_DIR:-$HERE/.dev}
+PYTEST=(-m pytest -p no:cacheprovider)
+part() {  # part NAME COMMAND...: run, then report its time
+  local name=$1 start=$SECONDS
+  shift
+  echo "=== $name"
+  "$@"
+  echo "=== $name: $((SECONDS - start)) s"
+}
+part "bootstrap" bash "$HERE/scripts/bootstrap.sh"
 cd "$HERE"
-"$PY" -m ruff check .
-"$PY" -m pytest -p no:cacheprovider "$@"
-# The library and ComfyUI end-to-end tests again with transformers 4.5x (scripts/bootstrap_tf4.sh); THINKDIFF_TF4=0 skips.
-# Packaging, install/browser, doctor and training tests don't depend on the transformers version.
-if [ "${THINKDIFF_TF4:-1}" = 1 ] && [ $# -eq 0 ]; then
-  bash "$HERE/scripts/bootstrap_tf4.sh"
-  "${THINKDIFF_DEV_DIR:-$HERE/.dev}/venv-tf4/bin/python" -m pytest -p no:cacheprovider -q --ignore=tests/training \
-      --ignore=tests/test_install.py --ignore=tests/test_packaging.py --ignore=tests/test_doctor.py
+part "ruff" "$DEV/venv/bin/python" -m ruff check .
+if [ $# -gt 0 ]; then
+  exec "$DEV/venv/bin/python" "${PYTEST[@]}" "$@"
+fi
+part "all tests, ComfyUI 0.33.0" env THINKDIFF_COMFYUI=0.33.0 "$DEV/venv/bin/python" "${PYTEST[@]}"
+part "ComfyUI side, ComfyUI 0.3.75" env THINKDIFF_COMFYUI=0.3.75 "$DEV/venv-comfyui-0.3.75/bin/python" "${PYTEST[@]}" -m comfyui
+if [ "${THINKDIFF_TF4:-1}" = 1 ]; then
+  part "bootstrap transformers 4.x" bash "$HERE/scripts/bootstrap_tf4.sh"
+  # Packaging, install/browser and doctor tests do not depend on the transformers version.
+  part "library, training, ComfyUI end to end: transformers 4.x, ComfyUI 0.3.75" env THINKDIFF_COMFYUI=0.3.75 \
+      "$DEV/venv-tf4/bin/python" "${PYTEST[@]}" -q --ignore=tests/test_install.py --ignore=tests/test_packaging.py \
+      --ignore=tests/test_doctor.py
 fi

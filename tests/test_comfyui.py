@@ -1,8 +1,10 @@
-"""End to end in a real ComfyUI 0.3.75 server process with this pack and tiny random models."""
+"""End to end in a real ComfyUI server process (0.33 or 0.3.75, see tests/support/paths.py) with this pack and tiny random models."""
 
 import json
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -14,10 +16,15 @@ from tests.support.tiny_comfy import (
     TINY_CLIP_ALIGNER,
     TINY_VISION,
     TINY_VLM,
+    WORKFLOWS,
+    is_video,
+    of_type,
+    shrink_video,
     tiny_api_graph,
 )
 from tests.support.tiny_diffusers import tiny_cogvideox_frames
 from tests.support.tiny_models import make_aligner
+from tests.support.workflow_api import VIRTUAL_NODES
 from thinkdiff.doctor import shipped_workflows
 
 pytestmark = pytest.mark.comfyui
@@ -83,12 +90,30 @@ def clip_graph(node: str, images=("thinkdiff_dots.png",), text="a dog", prefix="
     return graph
 
 
-def needs_missing_feature(graph: dict, object_info: dict) -> str:
-    """Why this ComfyUI cannot run ``graph`` (a combo value it does not offer), or ''."""
-    for node in graph.values():
-        if node["class_type"] == "CLIPLoader" and node["inputs"]["type"] not in object_info["CLIPLoader"]["input"]["required"]["type"][0]:
-            return f"this ComfyUI has no CLIPLoader type {node['inputs']['type']!r} (native CogVideoX needs ComfyUI 0.21+)"
+def needs_missing_feature(workflow: Path, object_info: dict) -> str:
+    """Why this ComfyUI cannot run a UI ``workflow`` (a node type or combo value it does not have), or ''."""
+    for node in json.loads(workflow.read_text())["nodes"]:
+        if node["type"] not in object_info and node["type"] not in VIRTUAL_NODES:
+            return f"this ComfyUI has no {node['type']} node (native CogVideoX needs ComfyUI 0.21+)"
+        if node["type"] == "CLIPLoader" and node["widgets_values"][1] not in object_info["CLIPLoader"]["input"]["required"]["type"][0]:
+            return f"this ComfyUI has no CLIPLoader type {node['widgets_values'][1]!r} (native CogVideoX needs ComfyUI 0.21+)"
     return ""
+
+
+def value(graph: dict, reference) -> object:
+    """An input's value, following a link to a primitive node (the workflows' width/height Int nodes)."""
+    return graph[reference[0]]["inputs"]["value"] if isinstance(reference, list) else reference
+
+
+def ancestors(graph: dict, *node_ids: str) -> dict:
+    """The part of ``graph`` the given nodes depend on (themselves included)."""
+    keep, todo = set(), list(node_ids)
+    while todo:
+        node_id = todo.pop()
+        if node_id not in keep:
+            keep.add(node_id)
+            todo += [v[0] for v in graph[node_id]["inputs"].values() if isinstance(v, list) and len(v) == 2]
+    return {k: graph[k] for k in keep}
 
 
 def test_every_node_is_registered(comfy, object_info):
@@ -107,26 +132,105 @@ def test_workflow_templates_are_served(comfy):
 
 @pytest.mark.parametrize("workflow", shipped_workflows(), ids=lambda p: p.stem)
 def test_shipped_workflow_runs(comfy, object_info, workflow):
-    graph = tiny_api_graph(workflow, object_info)
-    missing = needs_missing_feature(graph, object_info)
+    missing = needs_missing_feature(workflow, object_info)
     if missing:
-        with pytest.raises(ValueError, match="value_not_in_list"):
-            comfy.queue(graph)  # ComfyUI's own validation refuses it, as expected
         pytest.skip(missing)
-    result = comfy.run(graph)
+    graph = tiny_api_graph(workflow, object_info)
+    video = is_video(graph)
+    result = comfy.run(shrink_video(graph) if video else graph)
     assert result.ok, result.error
-    (png,) = result.images()
-    expected = graph[next(k for k, n in graph.items() if n["class_type"] == "EmptySD3LatentImage")]["inputs"]["width"]
-    assert Image.open(png).size == (expected, expected)
+    (output,) = result.images()
+    if video:  # 9 frames decoded by ComfyUI's own (tiny) CogVideoX VAE, written as an animated WebP
+        animation = Image.open(output)
+        assert (animation.n_frames, animation.size) == (9, (64, 64))
+    else:
+        latent = graph[of_type(graph, "EmptySD3LatentImage")]["inputs"]
+        assert Image.open(output).size == (value(graph, latent["width"]), value(graph, latent["height"]))
     vlm_id = next((k for k, n in graph.items() if n["class_type"] == "ThinkDiffVLMEncode"), None)
     if vlm_id:  # the VLM's thought is shown, and a new sampler seed reuses it instead of thinking again
         (text,) = result.texts(vlm_id)
         assert text.strip()
-        sampler_id = next(k for k, n in graph.items() if n["class_type"] == "KSampler")
+        sampler_id = of_type(graph, "KSampler")
         graph[sampler_id]["inputs"]["seed"] += 1
         again = comfy.run(graph)
         assert again.ok, again.error
         assert vlm_id in again.cached_nodes and sampler_id not in again.cached_nodes
+
+
+def sampled_sigmas(comfy, graph: dict, model: list, scheduler: str, steps: int, denoise: float = 1.0) -> list[float]:
+    """The sigmas ComfyUI's BasicScheduler gives for ``model`` (a link in ``graph``), from the real server."""
+    probe = {**graph, "900": {"class_type": "BasicScheduler", "inputs": {"model": model, "scheduler": scheduler, "steps": steps,
+                                                                          "denoise": denoise}},
+             "901": {"class_type": "TestSigmas", "inputs": {"sigmas": ["900", 0]}}}
+    result = comfy.run(ancestors(probe, "901"))
+    assert result.ok, result.error
+    return json.loads(result.texts("901")[0])
+
+
+FLUX_WORKFLOWS = [w for w in shipped_workflows() if "EmptySD3LatentImage" in w.read_text()]
+
+
+@pytest.mark.parametrize("workflow", FLUX_WORKFLOWS, ids=lambda p: p.stem)
+def test_flux_workflows_sample_diffusers_flux_schedule(comfy, object_info, workflow):
+    """diffusers' FluxPipeline: FlowMatchEuler sigmas linspace(1, 1/28, 28) shifted by mu = calculate_shift((H/16)(W/16)).
+    ComfyUI tabulates the schedule at 10,000 points, so its sigmas differ from the exact ones by at most ~3e-4; without
+    ModelSamplingFlux (a fixed shift of 1.15) a 512x512 schedule differs by up to 0.13."""
+    graph = tiny_api_graph(workflow, object_info)
+    sampler = graph[of_type(graph, "KSampler")]["inputs"]
+    latent = graph[of_type(graph, "EmptySD3LatentImage")]["inputs"]
+    width, height = value(graph, latent["width"]), value(graph, latent["height"])
+    sigmas = sampled_sigmas(comfy, graph, sampler["model"], sampler["scheduler"], sampler["steps"], sampler["denoise"])
+    expected = diffusers_flux_sigmas(width, height, sampler["steps"])
+    assert len(sigmas) == len(expected) == sampler["steps"] + 1
+    np.testing.assert_allclose(sigmas, expected, atol=4e-4, rtol=0)
+
+
+def diffusers_flux_sigmas(width: int, height: int, steps: int) -> np.ndarray:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
+                                                base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    mu = calculate_shift((height // 16) * (width // 16), 256, 4096, 0.5, 1.15)
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+    return scheduler.sigmas.double().numpy()
+
+
+@pytest.mark.parametrize(("width", "expected_mu"), [(512, 0.63), (1024, 1.15)])
+def test_the_reference_shift_at_the_papers_sizes(width, expected_mu):
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    assert calculate_shift((width // 16) ** 2, 256, 4096, 0.5, 1.15) == pytest.approx(expected_mu, abs=0.005)
+
+
+def diffusers_cogvideox_sigmas(steps: int) -> np.ndarray:
+    """CogVideoX-5b's scheduler (its scheduler_config.json): DDIM, v-prediction, zero terminal SNR, scaled-linear betas
+    0.00085..0.012, trailing spacing; sigma = sqrt((1 - alpha_bar) / alpha_bar) at each timestep, then 0."""
+    from diffusers import CogVideoXDDIMScheduler
+
+    scheduler = CogVideoXDDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                                       prediction_type="v_prediction", rescale_betas_zero_snr=True, set_alpha_to_one=True,
+                                       snr_shift_scale=1.0, steps_offset=0, timestep_spacing="trailing")
+    scheduler.set_timesteps(steps)
+    alpha_bar = scheduler.alphas_cumprod[scheduler.timesteps].double()
+    return np.append(((1 - alpha_bar) / alpha_bar).sqrt().numpy(), 0.0)
+
+
+def test_cogvideox_workflow_samples_diffusers_trailing_schedule(comfy, object_info):
+    """50 steps on the shipped workflow's model and scheduler equal diffusers' trailing timesteps. diffusers' first sigma is
+    infinite (alpha_bar = 0 at t = 999); ComfyUI clamps that one alpha_bar to 4.9e-8, sigma 4518.8."""
+    missing = needs_missing_feature(WORKFLOWS / "thinkdiff_clip_cogvideox.json", object_info)
+    if missing:
+        pytest.skip(missing)
+    graph = tiny_api_graph(WORKFLOWS / "thinkdiff_clip_cogvideox.json", object_info)
+    scheduler = graph[of_type(graph, "BasicScheduler")]["inputs"]
+    assert (scheduler["scheduler"], scheduler["steps"], scheduler["denoise"]) == ("simple", 50, 1.0)
+    sigmas = sampled_sigmas(comfy, graph, scheduler["model"], scheduler["scheduler"], scheduler["steps"])
+    expected = diffusers_cogvideox_sigmas(50)
+    assert len(sigmas) == len(expected) == 51
+    assert np.isinf(expected[0]) and sigmas[0] == pytest.approx((1 / 4.8973451890853435e-08 - 1) ** 0.5, rel=1e-5)
+    np.testing.assert_allclose(sigmas[1:], expected[1:], rtol=2e-5)
+    assert graph[of_type(graph, "SamplerCustomAdvanced")]["inputs"]["sampler"][0] == of_type(graph, "VOIDSampler")
 
 
 def test_progress_and_streamed_text(comfy):

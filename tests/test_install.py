@@ -15,9 +15,9 @@ from PIL import Image
 
 from tests.support.comfy_server import PACK_NAME, ComfyServer
 from tests.support.frontend import Frontend, chromium_available
-from tests.support.paths import DEV
-from tests.support.shipping import declared_node_ids, install_like_manager
-from tests.support.workflow_api import ui_to_api
+from tests.support.paths import COMFYUI_VERSION, DEV
+from tests.support.shipping import declared_node_ids, install_like_manager, stand_in_models
+from tests.support.workflow_api import VIRTUAL_NODES, ui_to_api
 from thinkdiff.doctor import shipped_workflows
 
 pytestmark = pytest.mark.comfyui
@@ -31,6 +31,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory):
     assert pip.returncode == 0, pip.stdout + pip.stderr
     for image in (pack / "workflows" / "images").glob("*.png"):  # what the templates' LoadImage nodes name
         shutil.copy(image, base / "input" / image.name)
+    stand_in_models(base / "models", shipped_workflows(pack))  # frontends >= 1.4x flag loaders whose files are absent
     with ComfyServer(base) as server:
         server.pack, server.pip = pack, pip
         yield server
@@ -128,7 +129,11 @@ def frontend(installed):
 def test_template_opens_in_the_real_frontend(installed, info, ours, frontend, name):
     workflow = json.loads((installed.pack / "workflows" / f"{name}.json").read_text())
     loaded = frontend.load(workflow)
-    frontend.screenshot(ARTIFACTS / f"{name}.png")
+    frontend.screenshot(ARTIFACTS / f"{COMFYUI_VERSION}" / f"{name}.png")
+    absent = sorted({node["type"] for node in workflow["nodes"]} - set(info) - VIRTUAL_NODES)
+    if absent:  # a template for a newer ComfyUI (native CogVideoX): the frontend must say exactly which nodes are missing
+        assert sorted(set(loaded.missing)) == absent and loaded.dialog_shown
+        pytest.skip(f"ComfyUI {COMFYUI_VERSION} lacks {absent}; the frontend lists them as missing")
     assert loaded.missing == [] and not loaded.dialog_shown
     assert not [n for n in loaded.nodes if n["has_errors"] or not n["registered"]]
     for node in loaded.nodes:

@@ -48,6 +48,16 @@ def as_pil_list(images: torch.Tensor | Sequence[torch.Tensor | Image.Image] | No
     return out
 
 
+def qwen_size(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """(width, height) that Qwen2-VL's processor resizes to (transformers' ``smart_resize``). A side shorter than one
+    28-px patch, which transformers before 4.5x refuses, is first scaled up to one patch, so every version agrees."""
+    short = min(width, height)
+    if short < QWEN_PATCH_FACTOR:
+        width, height = (max(QWEN_PATCH_FACTOR, round(side * QWEN_PATCH_FACTOR / short)) for side in (width, height))
+    new_h, new_w = smart_resize(height, width, factor=QWEN_PATCH_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels)
+    return new_w, new_h
+
+
 def fit_to_pixel_budget(images: Iterable[Image.Image], min_pixels: int = REFERENCE_MIN_PIXELS,
                         max_pixels: int = REFERENCE_MAX_PIXELS) -> list[Image.Image]:
     """Resize (bicubic) each image to the size Qwen2-VL's processor would pick for this pixel budget."""
@@ -59,11 +69,6 @@ def fit_to_pixel_budget(images: Iterable[Image.Image], min_pixels: int = REFEREN
         if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
             raise ThinkDiffError(
                 f"image {index} is {width}x{height} px: Qwen2-VL accepts aspect ratios up to {MAX_ASPECT_RATIO}:1. Crop it first.")
-        try:
-            new_h, new_w = smart_resize(height, width, factor=QWEN_PATCH_FACTOR,
-                                        min_pixels=min_pixels, max_pixels=max_pixels)
-        except ValueError as e:  # older transformers refuse images under 28 px
-            raise ThinkDiffError(f"image {index} is {width}x{height} px, too small for Qwen2-VL ({e}). "
-                                 "Upscale it to at least 28x28 first.") from e
+        new_w, new_h = qwen_size(width, height, min_pixels, max_pixels)
         out.append(image if (new_w, new_h) == (width, height) else image.resize((new_w, new_h), Image.BICUBIC))
     return out

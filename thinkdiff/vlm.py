@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 import transformers
-from packaging.version import Version
 from PIL import Image
 from torch import nn
 from transformers import (
@@ -28,6 +27,7 @@ from transformers import (
 )
 
 from .errors import ThinkDiffError
+from .hf_compat import dtype_kwarg
 from .images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, fit_to_pixel_budget
 from .prompts import PictureLabels, render_chat
 
@@ -36,7 +36,6 @@ SUPPORTED_MODEL_TYPES = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
 }
-_DTYPE_KWARG = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 # (step, total, generated ids so far [batch, step]) -> None; may raise to cancel generation.
 TokenCallback = Callable[[int, int, torch.Tensor], None]
@@ -204,7 +203,7 @@ class QwenVLEncoder(nn.Module):
         try:
             processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
             model = model_class.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=True,
-                                                attn_implementation=attn_implementation, **{_DTYPE_KWARG: dtype})
+                                                attn_implementation=attn_implementation, **dtype_kwarg(dtype))
         except (OSError, ValueError, KeyError) as e:
             raise ThinkDiffError(f"could not load the model in {folder}: {e}. The folder must hold the complete "
                                  f"download of {QWEN2_VL_URL} (config, tokenizer, preprocessor and *.safetensors files).") from e

@@ -22,6 +22,7 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 from thinkdiff.aligner import Aligner
 from thinkdiff.dtypes import DTYPES as ALL_DTYPES
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.hf_compat import dtype_kwarg
 from thinkdiff.vision import VisionTokenEncoder
 
 from .config import Config, Variant
@@ -53,7 +54,7 @@ def _stored_tensor(folder: Path, key: str) -> torch.Tensor | None:
 def load_frozen_t5(folder: Path, dtype: torch.dtype, keep_encoder: bool, dropout: bool) -> FrozenT5:
     if not (folder / "config.json").is_file():
         raise ThinkDiffError(f"{folder} is not a T5 model folder; download google/flan-t5-xxl there")
-    model = T5ForConditionalGeneration.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+    model = T5ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True, **dtype_kwarg(dtype))
     stored = _stored_tensor(folder, ENCODER_NORM_KEY)
     norm = (stored if stored is not None else model.encoder.final_layer_norm.weight).detach().float().clone()
     if not keep_encoder:

@@ -32,7 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare_base(base: Path, test_packs: tuple[str, ...] = ("tiny_flux_loaders",)) -> Path:
+def prepare_base(base: Path, test_packs: tuple[str, ...] = ("tiny_model_loaders",)) -> Path:
     """A ComfyUI base directory with this pack (linked, as a git clone would sit) and the test packs."""
     for sub in ("models", "custom_nodes", "input", "output", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,11 @@ class Frontend:
 
     def load(self, workflow: dict[str, Any]) -> LoadedWorkflow:
         result = self.page.evaluate(LOAD_SCRIPT, workflow)
-        shown = self.page.get_by_text(MISSING_NODES_TEXT).count() > 0
+        dialog = self.page.get_by_text(MISSING_NODES_TEXT)
+        shown = dialog.count() > 0
+        if shown:  # close it, so that it is not taken for the next workflow's
+            self.page.keyboard.press("Escape")
+            dialog.first.wait_for(state="detached", timeout=10_000)
         return LoadedWorkflow(result["missing"], result["nodes"], result["api"], shown)
 
     def screenshot(self, path: Path) -> Path:

@@ -4,11 +4,18 @@ Comfy Registry scanner flags (exec/eval, subprocess, os.environ, network)."""
 from __future__ import annotations
 
 import ast
+import json
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from thinkdiff.doctor import workflow_requirements
+from thinkdiff.vision import VISION_FORMAT
 
 from .comfy_server import PACK_NAME
 from .paths import REPO
@@ -45,6 +52,29 @@ def install_like_manager(base: Path, python: str = sys.executable) -> tuple[Path
     pip = subprocess.run([python, "-m", "pip", "install", "--no-input", "-r", "requirements.txt"], cwd=pack,
                          capture_output=True, text=True, timeout=600)
     return pack, pip
+
+
+def stand_in_models(models: Path, workflows: list[Path]) -> list[Path]:
+    """Placeholder files under the names the workflows load, so a frontend sees a complete install (no missing-model flags).
+
+    Empty files, except what the pack reads to list a model: a VLM folder needs a config.json, a vision-encoder file the
+    vision format in its metadata. Nothing here can be loaded; it is for opening templates, not running them.
+    """
+    written = []
+    for workflow in workflows:
+        for req in workflow_requirements(json.loads(workflow.read_text())):
+            path = models / req.model.folder / req.model.name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if req.model.is_folder:
+                path.mkdir(parents=True, exist_ok=True)
+                path = path / "config.json"
+                path.write_text("{}")
+            elif req.node_type == "ThinkDiffVisionLoader":
+                save_file({"stand_in": torch.zeros(1)}, str(path), metadata={"format": VISION_FORMAT})
+            else:
+                path.touch()
+            written.append(path)
+    return written
 
 
 def shipped_python_files(root: Path = REPO) -> list[Path]:

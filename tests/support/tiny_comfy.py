@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .comfy_server import prepare_base
-from .flux_weights import FILES, write_all
+from .comfy_weights import FILES, write_all
 from .paths import REPO
 from .tiny_models import make_aligner, make_qwen2vl, make_vision
 from .workflow_api import ui_to_api
@@ -19,15 +19,26 @@ TINY_CLIP_ALIGNER = "tiny-random-clip-aligner.safetensors"
 TINY_VISION = "tiny-random-blip2-vision.safetensors"
 WORKFLOWS = REPO / "workflows"
 TINY_LOADERS = {
-    "UNETLoader": lambda inputs: ("TinyFluxUNETLoader", {"unet_name": Path(FILES["flux"]).name}),
+    # The tiny CogVideoX has native keys: the stock UNETLoader loads it. Tiny Flux needs the test loader (24 heads are fixed).
+    "UNETLoader": lambda inputs: (("UNETLoader", {**inputs, "unet_name": Path(FILES["cogvideox"]).name})
+                                  if "cogvideox" in inputs["unet_name"] else
+                                  ("TinyFluxUNETLoader", {"unet_name": Path(FILES["flux"]).name})),
     "DualCLIPLoader": lambda inputs: ("TinyFluxDualCLIPLoader", {"clip_name1": Path(FILES["clip_l"]).name,
                                                                   "clip_name2": Path(FILES["t5xxl"]).name}),
-    "VAELoader": lambda inputs: ("VAELoader", {"vae_name": "taef1"}),
+    "CLIPLoader": lambda inputs: _tiny_cogvideox_clip(inputs),
+    "VAELoader": lambda inputs: (("TinyCogVideoXVAELoader", {"vae_name": Path(FILES["cogvideox_vae"]).name})
+                                 if "cogvideox" in inputs["vae_name"] else ("VAELoader", {"vae_name": "taef1"})),
     "ThinkDiffVLMLoader": lambda inputs: ("ThinkDiffVLMLoader", {**inputs, "model": TINY_VLM}),
     "ThinkDiffAlignerLoader": lambda inputs: ("ThinkDiffAlignerLoader", {
         "aligner_name": TINY_CLIP_ALIGNER if "clip" in inputs["aligner_name"] else TINY_ALIGNER}),
     "ThinkDiffVisionLoader": lambda inputs: ("ThinkDiffVisionLoader", {**inputs, "vision_name": TINY_VISION}),
 }
+
+
+def _tiny_cogvideox_clip(inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    if inputs["type"] != "cogvideox":
+        raise ValueError(f"no tiny stand-in for CLIPLoader type {inputs['type']!r}")
+    return "TinyCogVideoXCLIPLoader", {"clip_name": Path(FILES["t5xxl"]).name}
 
 
 def make_tiny_base(base: Path) -> Path:
@@ -58,3 +69,20 @@ def swap_to_tiny(api: dict[str, Any]) -> dict[str, Any]:
 
 def tiny_api_graph(workflow: Path, object_info: dict[str, Any]) -> dict[str, Any]:
     return swap_to_tiny(ui_to_api(json.loads(workflow.read_text()), object_info))
+
+
+def of_type(graph: dict[str, Any], class_type: str) -> str:
+    """The id of the one node of ``class_type`` in an API graph."""
+    (node_id,) = [k for k, n in graph.items() if n["class_type"] == class_type]
+    return node_id
+
+
+def is_video(graph: dict[str, Any]) -> bool:
+    return any(n["class_type"] == "EmptyHunyuanLatentVideo" for n in graph.values())
+
+
+def shrink_video(graph: dict[str, Any], frames: int = 9, size: int = 64, steps: int = 2) -> dict[str, Any]:
+    """The CogVideoX workflow at a CPU size: a short latent and few steps (everything else as shipped)."""
+    graph[of_type(graph, "EmptyHunyuanLatentVideo")]["inputs"].update(width=size, height=size, length=frames)
+    graph[of_type(graph, "BasicScheduler")]["inputs"]["steps"] = steps
+    return graph

@@ -4,7 +4,7 @@ Every builder is seeded, so the same call gives the same weights. Sizes:
   tiny Qwen2-VL  text hidden 64, 2 layers; vision depth 2      (real Qwen2 tokenizer from the ComfyUI tree)
   tiny aligner   64 -> 128 -> 32                              (output = the tiny Flux's T5 width)
   tiny vision    BLIP-2 vision tower 32 wide, 2 layers, 224 px, patch 14 (CLIP-variant aligner 32 -> 128 -> 32)
-Flux/CLIP/T5/VAE test weights come from make_flux_weights.py (ComfyUI's own classes).
+Flux/CogVideoX/CLIP/T5/VAE test weights come from comfy_weights.py (ComfyUI's own classes).
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def qwen2vl_config(width: str = "tiny", text_layers: int | None = None, vision_l
                   temporal_patch_size=2)
     if vision_layers is not None:
         vision["depth"] = vision_layers
-    return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=tied, **QWEN_IDS)
+    if "text_config" in getattr(Qwen2VLConfig, "sub_configs", {}):
+        return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=tied, **QWEN_IDS)
+    return Qwen2VLConfig(**text, vision_config=vision, **QWEN_IDS)  # transformers < 4.53: text settings at the top level
 
 
 def qwen2vl_processor(min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280) -> Qwen2VLProcessor:

@@ -24,9 +24,19 @@ def _is_widget(spec: list) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
+def _options(spec: list) -> dict[str, Any]:
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
 def _extra_slots(spec: list) -> int:
-    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    options = _options(spec)
     return int(bool(options.get("control_after_generate"))) + int(bool(options.get("image_upload")))
+
+
+def _widget_slots(spec: list, value: Any) -> list[Any]:
+    """A widget's ``widgets_values`` entries: its value, then "fixed" for a seed's control and "image" for an upload button."""
+    options = _options(spec)
+    return [value] + ["fixed"] * bool(options.get("control_after_generate")) + ["image"] * bool(options.get("image_upload"))
 
 
 def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +64,8 @@ def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]
 
 def api_to_ui(api: dict[str, Any], object_info: dict[str, Any], layout: dict[str, tuple[float, float]],
               extras: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Build a 0.4 UI workflow; ``layout`` gives node positions, ``extras`` extra node fields (title, size, properties)."""
+    """Build a 0.4 UI workflow; ``layout`` gives node positions, ``extras`` extra node fields (size, properties); a node's
+    ``_meta.title`` becomes its title."""
     nodes, links, outputs = [], [], {}
     for order, (node_id, node) in enumerate(api.items()):
         info = object_info[node["class_type"]]
@@ -67,22 +78,18 @@ def api_to_ui(api: dict[str, Any], object_info: dict[str, Any], layout: dict[str
                 links.append([link_id, int(value[0]), value[1], int(node_id), len(inputs), source_type])
                 outputs.setdefault((value[0], value[1]), []).append(link_id)
                 inputs.append({"name": name, "type": source_type, "link": link_id})
-                if _is_widget(spec):
+                if _is_widget(spec):  # a linked widget keeps a value (its default) that the link overrides
                     inputs[-1]["widget"] = {"name": name}
-                    widgets.append(None)
+                    widgets += _widget_slots(spec, _options(spec).get("default"))
             elif _is_widget(spec) and value is not None:
-                widgets.append(value)
-                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-                if options.get("control_after_generate"):
-                    widgets.append("fixed")
-                if options.get("image_upload"):
-                    widgets.append("image")
+                widgets += _widget_slots(spec, value)
             elif not _is_widget(spec):
                 inputs.append({"name": name, "type": spec[0], "link": None})
         x, y = layout.get(node_id, (order * 320, 100))
+        title = {"title": node["_meta"]["title"]} if "title" in node.get("_meta", {}) else {}
         nodes.append({"id": int(node_id), "type": node["class_type"], "pos": [x, y], "size": [300, 120], "flags": {},
                       "order": order, "mode": 0, "inputs": inputs, "outputs": [],
-                      "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets,
+                      "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets, **title,
                       **(extras or {}).get(node_id, {})})
     for node in nodes:
         info = object_info[node["type"]]

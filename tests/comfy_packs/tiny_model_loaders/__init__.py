@@ -1,21 +1,28 @@
-"""Test-only ComfyUI pack: loads tiny Flux weights through ComfyUI's own Flux classes.
+"""Test-only ComfyUI pack: loads tiny Flux and CogVideoX weights through ComfyUI's own classes, and reports what nodes built.
 
-The stock loaders cannot take small weights (UNETLoader hard-codes Flux's 24 heads, DualCLIPLoader always
-builds a 4.7B-parameter T5-XXL). These loaders read the small config stored in the safetensors metadata by
-``tests/support/flux_weights.py`` and otherwise follow ComfyUI's code paths:
-  TinyFluxUNETLoader      model_detection.model_config_from_unet_config -> model_base.Flux -> ModelPatcher
-  TinyFluxDualCLIPLoader  comfy.sd.load_clip(clip_type=FLUX, model_options=<small configs>)
-                          -> FluxClipModel + FluxTokenizer (real T5 and CLIP-L tokenizers)
-Shipped workflows run in tests with only their model loaders swapped for these.
+The stock loaders cannot take small weights (UNETLoader hard-codes Flux's 24 heads, DualCLIPLoader/CLIPLoader always
+build a 4.7B-parameter T5-XXL, VAELoader builds CogVideoX's VAE at full size). These loaders read the small config stored
+in the safetensors metadata by ``tests/support/comfy_weights.py`` and otherwise follow ComfyUI's code paths:
+  TinyFluxUNETLoader        model_detection.model_config_from_unet_config -> model_base.Flux -> ModelPatcher
+  TinyFluxDualCLIPLoader    comfy.sd.load_clip(clip_type=FLUX, model_options=<small configs>)
+                            -> FluxClipModel + FluxTokenizer (real T5 and CLIP-L tokenizers)
+  TinyCogVideoXCLIPLoader   the CLIP that CLIPLoader type cogvideox builds (cogvideo_te + CogVideoXTokenizer), T5 small
+  TinyCogVideoXVAELoader    comfy.sd.VAE's CogVideoX branch with AutoencoderKLCogVideoX built small
+(The tiny CogVideoX transformer itself loads through the stock UNETLoader.) Shipped workflows run in tests with only
+their model loaders swapped for these.
 """
 
+import functools
+import importlib.util
 import json
 import os
+from unittest import mock
 
 import comfy.model_detection
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.sd
+import comfy.supported_models_base
 import comfy.utils
 import folder_paths
 import torch
@@ -35,7 +42,7 @@ class TinyFluxUNETLoader:
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load"
-    CATEGORY = "testing/tiny_flux"
+    CATEGORY = "testing/tiny_models"
 
     def load(self, unet_name):
         path = folder_paths.get_full_path_or_raise("diffusion_models", unet_name)
@@ -60,7 +67,7 @@ class TinyFluxDualCLIPLoader:
 
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "load"
-    CATEGORY = "testing/tiny_flux"
+    CATEGORY = "testing/tiny_models"
 
     def load(self, clip_name1, clip_name2):
         paths = [folder_paths.get_full_path_or_raise("text_encoders", n) for n in (clip_name1, clip_name2)]
@@ -77,6 +84,65 @@ class TinyFluxDualCLIPLoader:
         return (clip,)
 
 
+class TinyCogVideoXCLIPLoader:
+    """CLIPLoader type cogvideox for a tiny T5: the same CLIP class (sd.py: cogvideo_te + CogVideoXTokenizer)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip_name": (folder_paths.get_filename_list("text_encoders"),)}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing/tiny_models"
+
+    def load(self, clip_name):
+        import comfy.text_encoders.cogvideo as cogvideo
+
+        path = folder_paths.get_full_path_or_raise("text_encoders", clip_name)
+        sd = comfy.utils.load_torch_file(path, safe_load=True)
+        target = comfy.supported_models_base.ClipTarget(cogvideo.CogVideoXTokenizer, cogvideo.cogvideo_te(**comfy.sd.t5xxl_detect([sd])))
+        options = {"t5xxl_model_config": json.loads(_metadata(path)["tiny_t5xxl_config"])}
+        return (comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                              parameters=comfy.utils.calculate_parameters(sd), state_dict=[sd], model_options=options),)
+
+
+class TinyCogVideoXVAELoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": (folder_paths.get_filename_list("vae"),)}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "testing/tiny_models"
+
+    def load(self, vae_name):
+        import comfy.ldm.cogvideo.vae as cogvideo_vae
+
+        path = folder_paths.get_full_path_or_raise("vae", vae_name)
+        config = json.loads(_metadata(path)["tiny_cogvideox_vae_config"])
+        small = functools.partial(cogvideo_vae.AutoencoderKLCogVideoX, **config)
+        with mock.patch.object(cogvideo_vae, "AutoencoderKLCogVideoX", small):
+            vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(path, safe_load=True))
+        vae.throw_exception_if_invalid()
+        return (vae,)
+
+
+class TestSigmas:
+    """Reports a SIGMAS tensor as UI text (one JSON list), so tests can compare a workflow's noise schedule."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"sigmas": ("SIGMAS",)}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+    CATEGORY = "testing/tiny_models"
+
+    def report(self, sigmas):
+        return {"ui": {"text": [json.dumps(sigmas.double().tolist())]}}
+
+
 class TestConditioningInfo:
     """Reports a CONDITIONING's shapes and keys as UI text and saves its tensors, so tests can check what a node built.
 
@@ -90,7 +156,7 @@ class TestConditioningInfo:
     RETURN_TYPES = ()
     FUNCTION = "report"
     OUTPUT_NODE = True
-    CATEGORY = "testing/tiny_flux"
+    CATEGORY = "testing/tiny_models"
 
     def report(self, conditioning, filename_prefix):
         entries = [(conditioning, {"bare_tensor": True})] if torch.is_tensor(conditioning) else conditioning
@@ -119,15 +185,15 @@ class TestLoadedModels:
     RETURN_TYPES = ()
     FUNCTION = "report"
     OUTPUT_NODE = True
-    CATEGORY = "testing/tiny_flux"
+    CATEGORY = "testing/tiny_models"
 
     def report(self, after):
         return {"ui": {"text": [type(loaded.model.model).__name__ for loaded in mm.current_loaded_models]}}
 
 
 NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader,
-                       "TestConditioningInfo": TestConditioningInfo, "TestLoadedModels": TestLoadedModels}
-NODE_DISPLAY_NAME_MAPPINGS = {"TinyFluxUNETLoader": "Tiny Flux UNET Loader (test)",
-                              "TinyFluxDualCLIPLoader": "Tiny Flux DualCLIP Loader (test)",
-                              "TestConditioningInfo": "Conditioning Info (test)",
-                              "TestLoadedModels": "Loaded Models (test)"}
+                       "TestConditioningInfo": TestConditioningInfo, "TestLoadedModels": TestLoadedModels,
+                       "TestSigmas": TestSigmas}
+if importlib.util.find_spec("comfy.ldm.cogvideo"):  # native CogVideoX: ComfyUI 0.21+
+    NODE_CLASS_MAPPINGS.update(TinyCogVideoXCLIPLoader=TinyCogVideoXCLIPLoader, TinyCogVideoXVAELoader=TinyCogVideoXVAELoader)
+NODE_DISPLAY_NAME_MAPPINGS = {name: f"{name} (test)" for name in NODE_CLASS_MAPPINGS}
