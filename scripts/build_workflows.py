@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.comfy_server import ComfyServer, prepare_base
 from tests.support.paths import REPO
-from tests.support.workflow_api import api_to_ui
+from thinkdiff.workflow_api import api_to_ui
 
 WORKFLOWS = REPO / "workflows"
 IMAGES = WORKFLOWS / "images"

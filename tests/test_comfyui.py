@@ -24,8 +24,8 @@ from tests.support.tiny_comfy import (
 )
 from tests.support.tiny_diffusers import tiny_cogvideox_frames
 from tests.support.tiny_models import make_aligner
-from tests.support.workflow_api import VIRTUAL_NODES
 from thinkdiff.doctor import shipped_workflows
+from thinkdiff.workflow_api import VIRTUAL_NODES
 
 pytestmark = pytest.mark.comfyui
 THINKDIFF_NODES = ["ThinkDiffVLMLoader", "ThinkDiffVLMEncode", "ThinkDiffAlignerLoader", "ThinkDiffFluxConditioning",

@@ -17,8 +17,8 @@ from tests.support.comfy_server import PACK_NAME, ComfyServer
 from tests.support.frontend import Frontend, chromium_available
 from tests.support.paths import COMFYUI_VERSION, DEV
 from tests.support.shipping import declared_node_ids, install_like_manager, stand_in_models
-from tests.support.workflow_api import VIRTUAL_NODES, ui_to_api
 from thinkdiff.doctor import shipped_workflows
+from thinkdiff.workflow_api import VIRTUAL_NODES, ui_to_api
 
 pytestmark = pytest.mark.comfyui
 ARTIFACTS = DEV / "artifacts" / "frontend"

@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from thinkdiff.workflow_api import ui_to_api
+
 from .comfy_server import prepare_base
 from .comfy_weights import FILES, write_all
 from .paths import REPO
 from .tiny_models import make_aligner, make_qwen2vl, make_vision
-from .workflow_api import ui_to_api
 
 TINY_VLM = "tiny-random-Qwen2-VL"
 TINY_ALIGNER = "tiny-random-aligner.safetensors"
