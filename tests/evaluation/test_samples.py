@@ -1,0 +1,153 @@
+"""``samples``: CoBSAT's N-shot samples, checked against vectors worked out by hand from the vocabularies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evaluation.__main__ import main
+from evaluation.cobsat.prompt import INSTRUCTION, thinkdiff_prompt
+from evaluation.cobsat.protocol import TASKS
+from evaluation.cobsat.samples import Sample, build_samples, check_dataset_root, parse_numbers, read_prompt_list, read_samples
+from thinkdiff.errors import ThinkDiffError
+
+# (task, shot, entry) -> (text_inputs, image_inputs, gt detail, gt obj, save_name), worked out by hand from the
+# vocabularies and tests/evaluation/conftest.py HAND_ENTRIES (x indices 8, 7, 5, ... and theta_list[3] = 4 in entry 0).
+VECTORS = {
+    (1, 2, 0): (["blue: ", "brown: ", "orange: "], ["color_car/blue_car.jpg", "color_car/brown_car.jpg"], "orange", "car",
+                "0_car_blue_brown_orange"),
+    (2, 2, 0): (["bag: ", "ball: ", "box: "], ["color_bag/pink_bag.jpg", "color_ball/pink_ball.jpg"], "pink", "box",
+                "0_pink_bag_ball_box"),
+    (3, 2, 0): (["cave: ", "space: ", "gym: "], ["background_monkey/cave_monkey.jpg", "background_monkey/space_monkey.jpg"],
+                "gym", "monkey", "0_monkey_cave_space_gym"),
+    (4, 2, 0): (["cat: ", "cow: ", "lion: "], ["background_cat/park_cat.jpg", "background_cow/park_cow.jpg"], "park", "lion",
+                "0_park_cat_cow_lion"),
+    (5, 2, 0): (["wireframe: ", "futuristic: ", "icon: "], ["style_car/3d_car.jpg", "style_car/futuristic_car.jpg"], "icon",
+                "car", "0_car_wireframe_futuristic_icon"),
+    (6, 2, 0): (["bag: ", "ball: ", "box: "], ["style_bag/lego_bag.jpg", "style_ball/lego_ball.jpg"], "lego", "box",
+                "0_lego_bag_ball_box"),
+    (7, 2, 0): (["cry: ", "drink: ", "fly: "], ["action_monkey/cry_monkey.jpg", "action_monkey/drink_monkey.jpg"], "fly",
+                "monkey", "0_monkey_cry_drink_fly"),
+    (8, 2, 0): (["cat: ", "cow: ", "lion: "], ["action_cat/read_cat.jpg", "action_cow/read_cow.jpg"], "read", "lion",
+                "0_read_cat_cow_lion"),
+    (9, 2, 0): (["denim: ", "lace: ", "metal: "], ["texture_car/denim_car.jpg", "texture_car/lace_car.jpg"], "metal", "car",
+                "0_car_denim_lace_metal"),
+    (10, 2, 0): (["bag: ", "ball: ", "box: "], ["texture_bag/paper_bag.jpg", "texture_ball/paper_ball.jpg"], "paper", "box",
+                 "0_paper_bag_ball_box"),
+    # Display words: "park" is shown as "amusement park", "3d" as "wireframe", in the texts and the output name; image
+    # paths keep the raw items; a latent theta stays raw in the ground truth and the name (as CoBSAT's load_dataset.py).
+    (3, 2, 1): (["amusement park: ", "beach: ", "desert: "], ["background_cat/park_cat.jpg", "background_cat/beach_cat.jpg"],
+                "desert", "cat", "1_cat_amusement park_beach_desert"),
+    (6, 2, 1): (["car: ", "leaf: ", "hat: "], ["style_car/3d_car.jpg", "style_leaf/3d_leaf.jpg"], "3d", "hat", "1_3d_car_leaf_hat"),
+    (5, 2, 2): (["watercolor: ", "sketch: ", "wireframe: "], ["style_book/watercolor_book.jpg", "style_book/sketch_book.jpg"],
+                "wireframe", "book", "2_book_watercolor_sketch_wireframe"),
+    # 4-shot: five texts, four images, theta from theta_list[5].
+    (1, 4, 1): (["pink: ", "yellow: ", "white: ", "red: ", "purple: "],
+                ["color_car/pink_car.jpg", "color_car/yellow_car.jpg", "color_car/white_car.jpg", "color_car/red_car.jpg"],
+                "purple", "car", "1_car_pink_yellow_white_red_purple"),
+    (4, 4, 1): (["monkey: ", "zebra: ", "tiger: ", "sheep: ", "pig: "],
+                ["background_monkey/park_monkey.jpg", "background_zebra/park_zebra.jpg", "background_tiger/park_tiger.jpg",
+                 "background_sheep/park_sheep.jpg"], "park", "pig", "1_park_monkey_zebra_tiger_sheep_pig"),
+}
+
+
+@pytest.fixture(scope="module")
+def all_samples(prompt_list: Path) -> dict[tuple[int, int, int], Sample]:
+    return {(s.task, s.shot, s.index): s for s in build_samples(prompt_list, list(range(1, 11)), [2, 4], count=3)}
+
+
+@pytest.mark.parametrize("key", VECTORS, ids=lambda k: f"task{k[0]}-{k[1]}shot-entry{k[2]}")
+def test_samples_match_hand_checked_vectors(all_samples, key):
+    texts, images, detail, obj, name = VECTORS[key]
+    sample = all_samples[key]
+    assert (list(sample.text_inputs), list(sample.image_inputs), sample.gt, sample.save_name) == (
+        texts, images, {"detail": detail, "obj": obj}, name)
+
+
+@pytest.mark.parametrize(("task", "theme", "x_space", "theta_space", "name"), [
+    (1, "color_object", "color", "object", "Color-I"), (2, "color_object", "object", "color", "Color-II"),
+    (3, "background_animal", "background", "animal", "Background-I"), (4, "background_animal", "animal", "background", "Background-II"),
+    (5, "style_object", "style", "object", "Style-I"), (6, "style_object", "object", "style", "Style-II"),
+    (7, "action_animal", "action", "animal", "Action-I"), (8, "action_animal", "animal", "action", "Action-II"),
+    (9, "texture_object", "texture", "object", "Texture-I"), (10, "texture_object", "object", "texture", "Texture-II"),
+])
+def test_every_tasks_theme_and_spaces(task, theme, x_space, theta_space, name):
+    assert (TASKS[task].theme, TASKS[task].x_space, TASKS[task].theta_space, TASKS[task].name) == (theme, x_space, theta_space, name)
+
+
+def test_every_image_a_sample_uses_exists_in_the_standin(all_samples, standin):
+    check_dataset_root(standin, all_samples.values())
+    assert {len(s.image_inputs) for s in all_samples.values()} == {2, 4}
+
+
+def test_the_thinkdiff_prompt_is_the_reference_text(all_samples):
+    """Reference 7.2: the instruction, "Word k: t_k, " + image per demo, blank lines between, the query word last."""
+    assert thinkdiff_prompt(all_samples[1, 2, 0]) == (
+        "I give you several words and pictures. First, please analyse what the next picture is. Then give me a detailed "
+        "diffusion prompt to describe the next picture. Please only provide me the detailed prompt and start the answer "
+        "with 'Create an image'.\n\nWord 1: blue, <image>\n\nWord 2: brown, <image>\n\nWord 3: orange, ")
+    assert thinkdiff_prompt(all_samples[1, 4, 1], "") == (
+        "Word 1: pink, <image>\n\nWord 2: yellow, <image>\n\nWord 3: white, <image>\n\nWord 4: red, <image>\n\nWord 5: purple, ")
+    assert INSTRUCTION.endswith("'Create an image'.\n\n")
+
+
+def test_the_cli_writes_samples_without_a_config(tmp_path: Path, prompt_list: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["cobsat", "samples", "--prompt-list", str(prompt_list), "--tasks", "1-10", "--shots", "2,4",
+                 "--out", "samples.jsonl"]) == 0
+    lines = (tmp_path / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 10 * 2 * 1000
+    first = json.loads(lines[0])
+    assert first == {"task": 1, "shot": 2, "index": 0, "text_inputs": ["blue: ", "brown: ", "orange: "],
+                     "image_inputs": ["color_car/blue_car.jpg", "color_car/brown_car.jpg"],
+                     "gt": {"detail": "orange", "obj": "car"}, "save_name": "0_car_blue_brown_orange"}
+    assert read_samples(tmp_path / "samples.jsonl")[0] == Sample.from_json(first)
+
+
+def test_parse_numbers():
+    assert parse_numbers("1-10") == list(range(1, 11))
+    assert parse_numbers("2,4") == [2, 4]
+    assert parse_numbers("1-3, 7") == [1, 2, 3, 7]
+    with pytest.raises(ThinkDiffError, match="not a list of numbers"):
+        parse_numbers("one")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("not json", "not valid JSON"),
+    ("{}", "not a non-empty JSON list"),
+    ('[{"x_list": [1, 2]}]', "entry 0"),
+    ('[{"x_list": [0, 1, 2], "theta_list": [0, 1, 12]}]', "entry 0"),
+])
+def test_a_damaged_prompt_list_is_explained(tmp_path: Path, content: str, message: str):
+    path = tmp_path / "prompts.json"
+    path.write_text(content)
+    with pytest.raises(ThinkDiffError, match=message) as error:
+        read_prompt_list(path)
+    assert "prompts_list_default.json" in str(error.value)
+
+
+def test_bad_selections_are_explained(tmp_path: Path, prompt_list: Path):
+    with pytest.raises(ThinkDiffError, match="not found.*UW-Madison-Lee-Lab"):
+        build_samples(tmp_path / "missing.json", [1], [2])
+    with pytest.raises(ThinkDiffError, match="shots must be among 2, 4, 6, 8"):
+        build_samples(prompt_list, [1], [3])
+    with pytest.raises(ThinkDiffError, match="tasks must be among 1-10"):
+        build_samples(prompt_list, [11], [2])
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps([{"x_list": [0, 1, 2], "theta_list": [0, 1, 2, 3]}]))
+    with pytest.raises(ThinkDiffError, match="too short for 4 shots"):
+        build_samples(short, [1], [4], count=1)
+    with pytest.raises(ThinkDiffError, match="fewer than samples_per_task"):
+        build_samples(short, [1], [2], count=2)
+
+
+def test_a_wrong_dataset_root_is_explained(all_samples, standin: Path, tmp_path: Path):
+    with pytest.raises(ThinkDiffError, match="dataset root not found"):
+        check_dataset_root(tmp_path / "nowhere", all_samples.values())
+    with pytest.raises(ThinkDiffError, match=f"use {standin}"):
+        check_dataset_root(standin.parent, all_samples.values())  # the folder above datasets/
+    (tmp_path / "color_car").mkdir()
+    with pytest.raises(ThinkDiffError, match=r"missing under .*color_car/blue_car\.jpg"):
+        check_dataset_root(tmp_path, [all_samples[1, 2, 0]])

@@ -1,0 +1,143 @@
+"""The scoring plumbing without models: oracle and random generators, the rule judge, resume, shards and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from evaluation.__main__ import main
+from evaluation.cobsat.generate import fixed_batches, generate, image_file, record_file
+from evaluation.cobsat.judge import judge, read_rows, read_summary, scores_file
+from evaluation.cobsat.protocol import TASKS
+from evaluation.cobsat.selftest import near_chance, selftest
+from evaluation.cobsat.synthetic import PALETTE, SHAPES, RuleJudge, render, shape_of
+from tests.support.paths import REPO
+from thinkdiff.errors import ThinkDiffError
+
+
+def test_oracle_scores_one_and_random_scores_chance(tmp_path: Path, capsys):
+    """200 samples per task and shot: the oracle is right every time, the random generator within 5 sigma of chance."""
+    assert selftest(tmp_path, samples_per_task=200, shots=(2,))
+    oracle = read_summary(tmp_path / "oracle" / "scores" / "rules" / "summary.csv")
+    random = read_summary(tmp_path / "random" / "scores" / "rules" / "summary.csv")
+    assert [(row["task"], row["correct"], row["check_detail"], row["check_obj"]) for row in oracle] == [(1, 1.0, 1.0, 1.0),
+                                                                                                       (2, 1.0, 1.0, 1.0)]
+    for row in random:
+        assert row["correct"] < 0.04 and 0.04 < row["check_detail"] < 0.17 and 0.04 < row["check_obj"] < 0.17
+    assert "self-test passed" in capsys.readouterr().out
+    table = (tmp_path / "oracle" / "report" / "rules" / "cobsat.md").read_text()
+    assert "| oracle generator (synthetic) | 1.000 | – | – | – | – | 1.000 | – | – | – | – | 1.000 |" in table
+
+
+def test_near_chance_is_five_binomial_sigmas():
+    assert near_chance(0.01, 0.01, 400) and near_chance(0.0, 0.01, 400) and not near_chance(0.06, 0.01, 400)
+    assert near_chance(0.1 + 0.07, 0.1, 400) and not near_chance(0.1 + 0.08, 0.1, 400)
+
+
+@pytest.mark.parametrize("task", [1, 2])
+def test_the_rule_judge_reads_every_colour_and_shape(tmp_path: Path, task: int):
+    judge_ = RuleJudge()
+    for colour in PALETTE:
+        for obj in TASKS[task].vocabulary("obj"):
+            path = tmp_path / f"{colour}_{obj}.jpg"
+            render(TASKS[task], colour, obj).save(path, quality=95)
+            assert judge_.look(path) == (colour, shape_of(obj))
+    assert len(set(SHAPES)) == 10
+
+
+def test_the_rule_judge_refuses_other_themes(tmp_path: Path):
+    path = tmp_path / "x.jpg"
+    render(TASKS[3], "park", "dog").save(path)
+    with pytest.raises(ThinkDiffError, match="only answers the colour tasks"):
+        RuleJudge().answer([(path, "What is the background (of the main object) in this image? ...")])
+
+
+def test_generate_resumes_and_keeps_its_settings(eval_config):
+    config = eval_config('generate.backend="random"', "generate.batch_size=3")
+    images = generate(config)
+    samples = config.samples()
+    records = {s.save_name: json.loads(record_file(images, s).read_text()) for s in samples}
+    assert len(records) == 8 and {r["seed"] - r["index"] for r in records.values()} == {42}
+    assert (images / "shot_2" / "task_1" / "0_car_blue_brown_orange.txt").read_text() == ""
+    # A sample whose record is gone is made again: with its whole batch (same seeds), but only it is written.
+    lost, kept = samples[1], samples[0]
+    record_file(images, lost).unlink()
+    image_file(images, lost).unlink()
+    kept_time = record_file(images, kept).stat().st_mtime_ns
+    generate(config)
+    assert json.loads(record_file(images, lost).read_text())["seed"] == records[lost.save_name]["seed"]
+    assert record_file(images, kept).stat().st_mtime_ns == kept_time
+    with pytest.raises(ThinkDiffError, match="other settings .*steps"):
+        record_file(images, lost).unlink()
+        generate(eval_config('generate.backend="random"', "generate.batch_size=3", "generate.steps=4"))
+
+
+def test_batches_never_span_tasks_and_shards_split_them(eval_config):
+    config = eval_config('generate.backend="oracle"', "generate.batch_size=3", "run.shots=[2, 4]")
+    batches = fixed_batches(config.samples(), 3)
+    assert [[(s.shot, s.task, s.index) for s in b] for b in batches[:2]] == [[(2, 1, 0), (2, 1, 1), (2, 1, 2)], [(2, 1, 3)]]
+    assert len(batches) == 8 and all(len({(s.shot, s.task) for s in b}) == 1 for b in batches)
+    images = config.output_dir / "images"
+
+    def made() -> set[tuple[int, int, int]]:
+        return {s.key for s in config.samples() if record_file(images, s).is_file()}
+
+    shard = ['generate.backend="oracle"', "generate.batch_size=3", "run.shots=[2, 4]", "run.num_shards=2"]
+    generate(eval_config(*shard, "run.shard_index=0"))
+    assert made() == {s.key for b in batches[0::2] for s in b}
+    generate(eval_config(*shard, "run.shard_index=1"))
+    assert made() == {s.key for s in config.samples()}
+
+
+def test_two_processes_split_the_batches(tmp_path: Path, prompt_list: Path, standin: Path):
+    """``accelerate launch`` (here torchrun on the CPU) runs one worker per process; together they make every image."""
+    sets = [f"run.output_dir={json.dumps(str(tmp_path / 'run'))}", "run.tasks=[1, 2]", "run.shots=[2]", "run.samples_per_task=6",
+            f"data.prompt_list={json.dumps(str(prompt_list))}", f"data.dataset_root={json.dumps(str(standin))}",
+            'generate.backend="oracle"', "generate.batch_size=2"]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                             "evaluation", "cobsat", "generate", *[a for s in sets for a in ("--set", s)]],
+                            cwd=REPO, env={**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"},
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[generate 1/2] 12 samples, 6 in this worker's batches" in result.stdout
+    assert "[generate 2/2] 12 samples, 6 in this worker's batches" in result.stdout
+    assert len(list((tmp_path / "run" / "images").rglob("*.json"))) == 12 + 1  # + manifest.json
+
+
+def test_a_missing_image_is_wrong_and_judging_resumes(eval_config):
+    config = eval_config('generate.backend="oracle"', 'judge.model="rules"')
+    images = generate(config)
+    samples = config.samples()
+    image_file(images, samples[0]).unlink()
+    summary = read_summary(judge(config))
+    assert [(r["task"], r["samples"], r["missing_images"], r["correct"]) for r in summary] == [(1, "4", "1", 0.75), (2, "4", "0", 1.0)]
+    rows = read_rows(scores_file(config.output_dir / "scores" / "rules", 2, 1))
+    assert rows[0]["exists"] is False and rows[0]["answer_detail"] == -1 and rows[0]["correct"] is False
+    assert rows[1]["response_detail"] == str(rows[1]["true_label_detail"]) and rows[1]["check_textual"] is True
+    # A rerun judges nothing again; a row cut short by an interrupted run is judged again.
+    path = scores_file(config.output_dir / "scores" / "rules", 2, 2)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])
+    judge(config)
+    assert [json.loads(line)["index"] for line in path.read_text().splitlines()[-1:]] == [3]
+    assert len(read_rows(path)) == 4
+
+
+def test_the_cli_runs_every_step(tmp_path: Path, prompt_list: Path, standin: Path, capsys):
+    (tmp_path / "run.toml").write_text(
+        f'[run]\noutput_dir = "out"\ntasks = [1]\nshots = [2, 4]\nsamples_per_task = 3\n'
+        f'[data]\nprompt_list = {json.dumps(str(prompt_list))}\ndataset_root = {json.dumps(str(standin))}\n'
+        '[generate]\nbackend = "oracle"\nprogress_every_s = 0.0\n[judge]\nmodel = "rules"\n')
+    config = ["--config", str(tmp_path / "run.toml")]
+    for step in ("samples", "generate", "judge", "report"):
+        assert main(["cobsat", step, *config]) == 0, capsys.readouterr().err
+    assert len((tmp_path / "out" / "samples.jsonl").read_text().splitlines()) == 6
+    assert Image.open(tmp_path / "out" / "report" / "rules" / "cobsat.png").size == (1200, 720)
+    assert main(["cobsat", "judge", *config, "--set", 'judge.model="llava"']) == 1
+    assert "set [judge] folder" in capsys.readouterr().err
