@@ -57,7 +57,9 @@ class ThinkDiffVLMEncode(io.ComfyNode):
                                 default="Create a diffusion prompt for a dog in the style of this picture. "
                                         "Do not use 'similar to the image'",
                                 tooltip=f"Instruction for the VLM. Write {IMAGE_PLACEHOLDER} where each image goes "
-                                        "(in batch order); without placeholders all images come first."),
+                                        "(in batch order); without placeholders all images come first. May be empty when "
+                                        "images are connected: the VLM then sees the images alone (the paper's image + "
+                                        "text demo, whose text goes to Flux's T5 instead)."),
                 io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the VLM's sampling. Changing only the sampler seed does not re-run the VLM."),
                 io.Int.Input("max_new_tokens", default=DEFAULTS.max_new_tokens, min=1, max=2048,
@@ -74,11 +76,13 @@ class ThinkDiffVLMEncode(io.ComfyNode):
                 io.Combo.Input("picture_labels", options=["auto", "on", "off"], default="auto",
                                tooltip="Prefix images with 'Picture k: ' (Qwen2-VL's add_vision_id). auto = when there "
                                        "are several images, as in the paper's in-context (CoBSAT) prompts."),
-                io.Int.Input("min_pixels", default=REFERENCE_MIN_PIXELS, min=28 * 28, max=16384 * 28 * 28, step=28 * 28,
-                             tooltip="Smaller images are upscaled to at least this many pixels (reference: 224*224)."),
-                io.Int.Input("max_pixels", default=REFERENCE_MAX_PIXELS, min=28 * 28, max=16384 * 28 * 28, step=28 * 28,
-                             tooltip="Larger images are downscaled to at most this many pixels (reference: 1280*28*28). "
-                                     "Each 28x28 block costs one VLM token."),
+                io.Int.Input("min_pixels", default=REFERENCE_MIN_PIXELS, min=28 * 28, max=REFERENCE_MAX_PIXELS, step=28 * 28,
+                             tooltip="Smaller images are upscaled to at least this many pixels (reference: 3136 = 56*56, "
+                                     "Qwen2-VL's default)."),
+                io.Int.Input("max_pixels", default=REFERENCE_MAX_PIXELS, min=28 * 28, max=REFERENCE_MAX_PIXELS, step=28 * 28,
+                             tooltip="Larger images are downscaled to at most this many pixels (reference: 12845056 = "
+                                     "16384*28*28, Qwen2-VL's default). Each 28x28 block costs one VLM token: lower it "
+                                     "(e.g. 1003520 = 1280*28*28) to think faster with less memory."),
                 io.Image.Input("images", optional=True,
                                tooltip="Images for the prompt; each image of a batch is one picture, in order. "
                                        "Join several LoadImage outputs with a Batch Images node."),
@@ -95,7 +99,7 @@ class ThinkDiffVLMEncode(io.ComfyNode):
                                    greedy=greedy, stop_at_eos=stop_at_eos, seed=seed)
         request = VLMRequest(prompt, as_pil_list(images), picture_labels)
         encoder: QwenVLEncoder = vlm.model
-        inputs = encoder.prepare([request], min_pixels, max_pixels)  # validates before any GPU work
+        inputs = encoder.prepare([request], min_pixels, max_pixels, max_new_tokens)  # validates before any GPU work
         encoder = load_for_use(vlm)
         inputs = {k: v.to(encoder.param_device) for k, v in inputs.items()}
         node_id = cls.hidden.unique_id

@@ -1,6 +1,8 @@
-"""Our aligner format, release checkpoints, the converter CLI and every bad file."""
+"""Our aligner format, release checkpoints as the original writes them, the converter CLI and every bad file."""
 
+import os
 import pickle
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,6 @@ from tests.support.tiny_models import random_aligner
 from thinkdiff.__main__ import main as cli
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import (
-    RELEASE_KEYS,
     AlignerWeights,
     convert_release_checkpoint,
     load_aligner_weights,
@@ -19,21 +20,58 @@ from thinkdiff.aligner_files import (
 )
 from thinkdiff.errors import ThinkDiffError
 
-OURS_TO_RELEASE = {ours: release for release, ours in RELEASE_KEYS.items()}
+OUR_KEYS = ["in_proj.bias", "in_proj.weight", "norm.weight", "out_proj.bias", "out_proj.weight"]
 
 
 def release_state(aligner: Aligner, prefix: str = "") -> dict[str, torch.Tensor]:
-    return {prefix + OURS_TO_RELEASE[k]: v.clone() for k, v in aligner.state_dict().items()}
+    """The original's nn.Sequential names, written out here (thinkdiff-reference.md 2.4), not taken from our key table."""
+    ours = aligner.state_dict()
+    layout = {"mm_projector.0.weight": "in_proj.weight", "mm_projector.0.bias": "in_proj.bias",
+              "mm_projector.2.weight": "out_proj.weight", "mm_projector.2.bias": "out_proj.bias",
+              "mm_projector.3.weight": "norm.weight"}
+    return {prefix + release: ours[mine].clone() for release, mine in layout.items()}
 
 
-class RunsCodeWhenUnpickled:
-    """A pickled object whose loading would create a file: proves that no code from the file runs."""
+def original_checkpoint(aligner: Aligner, variant: str, vocab: int = 96) -> dict:
+    """What RunnerClipT5._save_checkpoint writes: {"model", "optimizer", "config", "scaler", "epoch"}. "model" keeps the
+    frozen T5 embedding because the filter compares named_parameters() (tied weights listed once) with state_dict();
+    CLIP files hold it under the encoder's name too (tied: one storage). The optimizer is a real AdamW after one step."""
+    embedding = torch.randn(vocab, aligner.out_dim).to(torch.bfloat16)
+    model = {**release_state(aligner), "language_model.decoder.embed_tokens.weight": embedding}
+    if variant == "clip":
+        model["language_model.encoder.embed_tokens.weight"] = embedding
+    trained = random_aligner(aligner.in_dim, aligner.in_proj.out_features, aligner.out_dim, seed=9)
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=1e-4, weight_decay=0.05)
+    trained(torch.randn(2, aligner.in_dim)).sum().backward()
+    optimizer.step()
+    config = {"model": {"arch": "blip-vision-t5-decoder" if variant == "clip" else "mllama-vllm-t5-embed-decoder-2",
+                        "mm_projector_type": "mlp2x_gelu_t5_norm", "layer_norm_reinit_weight_with_language_encoder": True},
+              "run": {"lr_sched": "linear_warmup_cosine_lr", "init_lr": 1e-4, "min_lr": 8e-5, "warmup_steps": 2000,
+                      "batch_size_train": 42 if variant == "clip" else 32, "iters_per_epoch": 5000, "seeds": [42]}}
+    scaler = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000, "_growth_tracker": 17}
+    return {"model": model, "optimizer": optimizer.state_dict(), "config": config, "scaler": scaler, "epoch": 4}
 
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
+
+class Gadget:
+    """A pickled object whose loading would run ``call(*args)``; each one would create ``marker`` if it ran."""
+
+    def __init__(self, call, *args) -> None:
+        self.call, self.args = call, args
 
     def __reduce__(self):
-        return (Path.touch, (self.marker,))
+        return (self.call, self.args)
+
+
+def gadgets(marker: Path) -> dict[str, Gadget]:
+    return {
+        "Path.touch": Gadget(Path.touch, marker),
+        "os.system": Gadget(os.system, f"touch {marker}"),
+        "subprocess.run": Gadget(subprocess.run, ["touch", str(marker)]),
+        "builtins.exec": Gadget(exec, f"open({str(marker)!r}, 'w').close()"),
+        "builtins.eval": Gadget(eval, f"open({str(marker)!r}, 'w').close()"),
+        "builtins.open": Gadget(open, str(marker), "w"),
+        "pickle.loads": Gadget(pickle.loads, pickle.dumps(Gadget(Path.touch, marker))),
+    }
 
 
 @pytest.fixture
@@ -66,22 +104,48 @@ def test_conversion_round_trip(tmp_path, aligner):
     assert (weights.metadata["input_dim"], weights.metadata["output_dim"]) == ("40", "16")
     assert weights.metadata["converted_from"] == "release.pth"
     with safe_open(str(tmp_path / "ours.safetensors"), framework="pt") as f:
-        assert sorted(f.keys()) == sorted(RELEASE_KEYS.values())
+        assert sorted(f.keys()) == OUR_KEYS
     x = torch.randn(3, 40)
     torch.testing.assert_close(Aligner.from_state_dict(weights.state)(x), aligner(x))
 
 
-def test_pickled_objects_are_refused_and_the_converter_runs_no_code(tmp_path, aligner):
+@pytest.mark.parametrize("variant", ["lvlm", "clip"])
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy_format"])
+def test_the_original_checkpoint_layout_loads_and_converts_to_exactly_the_aligner(tmp_path, aligner, variant, legacy):
+    torch.save(original_checkpoint(aligner, variant), tmp_path / "release.pth", _use_new_zipfile_serialization=not legacy)
+    assert_same_weights(load_aligner_weights(tmp_path / "release.pth"), aligner)  # weights_only=True: tensors and plain data
+    weights = convert_release_checkpoint(tmp_path / "release.pth", tmp_path / "converted.safetensors")
+    assert_same_weights(weights, aligner)
+    with safe_open(str(tmp_path / "converted.safetensors"), framework="pt") as f:
+        assert sorted(f.keys()) == OUR_KEYS  # neither the T5 embedding nor optimizer moments
+    x = torch.randn(3, aligner.in_dim)
+    torch.testing.assert_close(Aligner.from_state_dict(load_aligner_weights(tmp_path / "converted.safetensors").state)(x), aligner(x))
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy_format"])
+def test_objects_beside_the_tensors_are_refused_and_no_gadget_runs_in_the_converter(tmp_path, aligner, legacy):
     marker = tmp_path / "code-ran"
-    checkpoint = {"model": release_state(aligner), "config": RunsCodeWhenUnpickled(marker), "epoch": 2}
-    torch.save(checkpoint, tmp_path / "thinkdiff_lvlm.pth")
-    with pytest.raises(ThinkDiffError, match="convert-aligner"):
+    checkpoint = {**original_checkpoint(aligner, "lvlm"), "config": gadgets(marker)}
+    torch.save(checkpoint, tmp_path / "thinkdiff_lvlm.pth", _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(ThinkDiffError, match=r"pickles Python objects.*python -m thinkdiff convert-aligner"):
         load_aligner_weights(tmp_path / "thinkdiff_lvlm.pth")
     assert not marker.exists()
     weights = convert_release_checkpoint(tmp_path / "thinkdiff_lvlm.pth", tmp_path / "out.safetensors")
     assert not marker.exists(), "the converter executed code from the checkpoint"
     assert_same_weights(weights, aligner)
     assert_same_weights(load_aligner_weights(tmp_path / "out.safetensors"), aligner)
+
+
+@pytest.mark.parametrize("name", ["Path.touch", "os.system", "subprocess.run", "builtins.exec", "builtins.eval", "builtins.open",
+                                  "pickle.loads"])
+def test_a_gadget_as_the_whole_file_runs_nothing(tmp_path, name):
+    marker = tmp_path / "code-ran"
+    torch.save(gadgets(marker)[name], tmp_path / "evil.pth")
+    with pytest.raises(ThinkDiffError):
+        convert_release_checkpoint(tmp_path / "evil.pth", tmp_path / "out.safetensors")
+    with pytest.raises(ThinkDiffError):
+        load_aligner_weights(tmp_path / "evil.pth")
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
 
 
 def test_real_widths_are_recognised(tmp_path):

@@ -3,7 +3,7 @@
 import pytest
 
 from thinkdiff.errors import ThinkDiffError
-from thinkdiff.prompts import chat_messages, render_chat, user_content
+from thinkdiff.prompts import QWEN2_VL_CHAT_TEMPLATE, chat_messages, render_chat, user_content
 
 HEAD = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
 TAIL = "<|im_end|>\n<|im_start|>assistant\n"
@@ -49,10 +49,21 @@ def test_placeholder_count_must_match():
         user_content("<image> and <image>", 3)
 
 
-@pytest.mark.parametrize("prompt", ["", "   \n", "<image>"])
-def test_prompt_needs_text(prompt):
-    with pytest.raises(ThinkDiffError, match="no text"):
-        user_content(prompt, 1)
+@pytest.mark.parametrize("prompt", ["", "   \n"])
+def test_prompt_needs_text_or_an_image(prompt):
+    with pytest.raises(ThinkDiffError, match="no text and there is no image"):
+        user_content(prompt, 0)
+
+
+@pytest.mark.parametrize("prompt", ["", "<image>"])
+def test_images_alone_are_the_image_plus_text_demos_chat(qwen_tokenizer, prompt):
+    """test_mllama_t5_decoder_flux_multi_image_input.py: the image with empty text parts around it, add_vision_id=True."""
+    demo = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "image"}, {"type": "text", "text": ""}]}]
+    expected = qwen_tokenizer.apply_chat_template(demo, chat_template=QWEN2_VL_CHAT_TEMPLATE, tokenize=False,
+                                                  add_generation_prompt=True, add_vision_id=True)
+    assert render_chat(qwen_tokenizer, prompt, 1) == expected == HEAD + "Picture 1: " + IMAGE + TAIL
+    assert render_chat(qwen_tokenizer, prompt, 1, "off") == HEAD + IMAGE + TAIL
 
 
 def test_bad_picture_label_mode(qwen_tokenizer):

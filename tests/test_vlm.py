@@ -185,3 +185,17 @@ def test_missing_tokenizer_files(tmp_path, tiny_vlm_folder):
         (folder / name).unlink(missing_ok=True)
     with pytest.raises(ThinkDiffError, match="tokenizer files are missing"):
         QwenVLEncoder.from_folder(folder)
+
+
+def test_a_prompt_beyond_the_context_fails_in_prepare_with_the_fix(encoder, two_images, monkeypatch):
+    """Checked on the CPU while preparing, before any model runs (the node prepares before loading the VLM)."""
+    config = getattr(encoder.model.config, "text_config", encoder.model.config)
+    request = [VLMRequest(COBSAT, two_images)]
+    prompt_tokens = encoder.prepare(request, max_new_tokens=1)["input_ids"].shape[1]
+    monkeypatch.setattr(config, "max_position_embeddings", prompt_tokens + 10)
+    assert encoder.prepare(request, max_new_tokens=10)["input_ids"].shape[1] == prompt_tokens  # exactly fits
+    with pytest.raises(ThinkDiffError, match=rf"the prompt is {prompt_tokens} tokens .* 11 more .* at most {prompt_tokens + 10}"
+                                             r".*Lower max_pixels"):
+        encoder.prepare(request, max_new_tokens=11)
+    with pytest.raises(ThinkDiffError, match="at most"):
+        encoder.encode(request, SamplingOptions(max_new_tokens=11))

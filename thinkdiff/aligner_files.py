@@ -2,15 +2,16 @@
 
 Our format is one ``.safetensors`` file with keys ``in_proj.*``, ``out_proj.*``, ``norm.weight`` and
 string metadata (``format``, ``variant``, ``input_dim``, ``hidden_dim``, ``output_dim``, ``source_model``).
-The original release checkpoints (``torch.save`` of ``{"model": state_dict, ...}`` with
-``mm_projector.{0,2,3}.*`` keys) are read with ``weights_only=True``; files that also pickle other
+The original release checkpoints are ``torch.save`` of ``{"model", "optimizer", "config", "scaler", "epoch"}``
+whose ``"model"`` holds ``mm_projector.{0,2,3}.*`` plus the frozen, tied T5 embedding(s)
+(``language_model.{decoder,encoder}.embed_tokens.weight``, thinkdiff-reference.md 2.4). They are read with
+``weights_only=True``, memory-mapped, and only the aligner's five tensors are kept; files that also pickle other
 Python objects are refused and must go through :func:`convert_release_checkpoint` once.
 """
 
 from __future__ import annotations
 
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from safetensors.torch import save_file
 
 from .errors import ThinkDiffError
 from .model_setup import CONVERT_COMMAND
-from .safe_pickle import load_tensors_only
+from .safe_pickle import checkpoint_format, load_tensors_only
 from .safetensors_files import read_safetensors
 
 FORMAT_NAME = "thinkdiff.aligner"
@@ -108,10 +109,9 @@ def load_aligner_weights(path: str | Path) -> AlignerWeights:
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         metadata, state = read_safetensors(path, "download it again")
         return AlignerWeights(_normalise_keys(state, path), metadata)
-    if not zipfile.is_zipfile(path):
-        raise ThinkDiffError(f"{path.name} is not a readable PyTorch checkpoint (not a torch.save archive); download it again.")
+    mmap = checkpoint_format(path) == "zip"  # a release file's T5 embedding and optimizer state are never read
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise ThinkDiffError(
             f"{path.name} pickles Python objects besides tensors, so it is not loaded (loading it could run code). "

@@ -2,8 +2,9 @@
 
 Images arrive as float tensors ``[B, H, W, C]`` in 0..1 (ComfyUI's IMAGE layout) or as a list of
 such tensors / PIL images. Each batch entry is one image, in order. Grayscale and RGBA are converted
-to RGB; sizes are snapped with Qwen2-VL's own ``smart_resize`` to the pixel budget the reference's
-``generate()`` uses (224*224 .. 1280*28*28).
+to RGB; sizes are snapped with Qwen2-VL's own ``smart_resize`` to the pixel budget the reference really ran with:
+the Qwen2-VL processor defaults, 56*56 .. 16384*28*28 pixels (thinkdiff-reference.md 3.3; the 224*224 .. 1280*28*28
+written in its ``generate()`` never reached vLLM).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 from .errors import ThinkDiffError
 
 QWEN_PATCH_FACTOR = 28  # patch 14 x spatial merge 2
-REFERENCE_MIN_PIXELS = 224 * 224
-REFERENCE_MAX_PIXELS = 1280 * 28 * 28
+REFERENCE_MIN_PIXELS = 56 * 56  # 3,136
+REFERENCE_MAX_PIXELS = 16384 * 28 * 28  # 12,845,056
 MAX_ASPECT_RATIO = 200
 
 

@@ -4,7 +4,8 @@ The reference wraps every request as ``system: "You are a helpful assistant."`` 
 interleaved image and text parts, rendered with the Qwen2-VL-Instruct chat template and
 ``add_generation_prompt=True``; several images get ``Picture k: `` labels (``add_vision_id``).
 Users write ``<image>`` where each image goes; without placeholders the images come first, as in
-the reference's single-image scripts.
+the reference's single-image scripts. A prompt may be empty when images are given (the reference's
+image + extra-text demo asks Qwen about the image alone).
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ def user_content(prompt: str, num_images: int) -> list[dict[str, str]]:
         raise ThinkDiffError(
             f"the prompt has {placeholders} {IMAGE_PLACEHOLDER} placeholder(s) but {num_images} image(s) are connected. "
             f"Write one {IMAGE_PLACEHOLDER} per image (images are used in batch order), or none to put all images first.")
-    if not "".join(texts).strip():
-        raise ThinkDiffError("the prompt has no text: write the instruction the VLM should answer "
-                             "(e.g. 'Describe the next picture as a diffusion prompt.').")
+    if not num_images and not "".join(texts).strip():
+        raise ThinkDiffError("the prompt has no text and there is no image: write the instruction the VLM should answer "
+                             "(e.g. 'Describe the next picture as a diffusion prompt.'), or connect an image.")
     parts: list[dict[str, str]] = []
     for i, text in enumerate(texts):
         if i > 0:
@@ -62,15 +63,20 @@ def chat_messages(prompt: str, num_images: int) -> list[dict[str, Any]]:
             {"role": "user", "content": user_content(prompt, num_images)}]
 
 
-def use_picture_labels(mode: PictureLabels, num_images: int) -> bool:
-    """``auto`` labels pictures when there are several, as the reference's multi-image scripts do."""
+def use_picture_labels(mode: PictureLabels, num_images: int, has_text: bool = True) -> bool:
+    """``auto`` labels pictures as the reference's scripts do: when there are several (the multi-image scripts), and
+    when images come with no text (the image + extra-text demo renders its lone image as ``Picture 1: ``)."""
     if mode not in ("auto", "on", "off"):
         raise ThinkDiffError(f"picture_labels must be auto, on or off, not {mode!r}")
-    return num_images > 1 if mode == "auto" else mode == "on"
+    return (num_images > 1 or (num_images > 0 and not has_text)) if mode == "auto" else mode == "on"
 
 
 def render_chat(tokenizer: Any, prompt: str, num_images: int, picture_labels: PictureLabels = "auto") -> str:
-    """Render the chat prompt text (with one ``<|image_pad|>`` per image) using the Qwen2-VL template."""
+    """Render the chat prompt text (with one ``<|image_pad|>`` per image) using the Qwen2-VL template.
+
+    An empty prompt with images gives a user turn of the images alone, as the reference's image + extra-text demo.
+    """
+    has_text = bool(_PLACEHOLDER_RE.sub("", prompt).strip())
     return tokenizer.apply_chat_template(
         chat_messages(prompt, num_images), chat_template=QWEN2_VL_CHAT_TEMPLATE, tokenize=False,
-        add_generation_prompt=True, add_vision_id=use_picture_labels(picture_labels, num_images))
+        add_generation_prompt=True, add_vision_id=use_picture_labels(picture_labels, num_images, has_text))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import collections
 import pickle
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -63,9 +64,29 @@ class _TensorsOnlyPickle:
         return _Unpickler(file, **kwargs).load()
 
 
+_LEGACY_HEADER = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)  # what a pre-1.6 torch.save writes first
+
+
+def checkpoint_format(path: str | Path) -> Literal["zip", "legacy"]:
+    """``zip`` (torch.save since 1.6) or ``legacy`` (the older pickle stream); anything else is refused as damaged."""
+    path = Path(path)
+    if zipfile.is_zipfile(path):
+        return "zip"
+    with open(path, "rb") as f:
+        if f.read(len(_LEGACY_HEADER)) == _LEGACY_HEADER:
+            return "legacy"
+    raise ThinkDiffError(f"{path.name} is not a PyTorch checkpoint (neither torch.save format): the download is damaged or "
+                         "it is another kind of file; download it again.")
+
+
 def load_tensors_only(path: str | Path) -> Any:
-    """``torch.load`` the file, keeping tensors and containers and neutralising everything else."""
+    """``torch.load`` the file, keeping tensors and containers and neutralising everything else.
+
+    Zip checkpoints are memory-mapped: tensors the caller does not use (a release's T5 embedding, optimizer moments)
+    are never read into memory.
+    """
+    mmap = checkpoint_format(path) == "zip"
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_TensorsOnlyPickle)
+        return torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_TensorsOnlyPickle, mmap=mmap)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
-        raise ThinkDiffError(f"{Path(path).name} is not a readable PyTorch checkpoint ({e}).") from e
+        raise ThinkDiffError(f"{Path(path).name} is not a readable PyTorch checkpoint ({e}); download it again.") from e

@@ -222,16 +222,39 @@ class QwenVLEncoder(nn.Module):
     def decode(self, token_ids: torch.Tensor, skip_special_tokens: bool = True) -> str:
         return self.processor.tokenizer.decode(token_ids.tolist(), skip_special_tokens=skip_special_tokens)
 
+    @property
+    def context_length(self) -> int:
+        """Tokens the language model can attend to (prompt, image tokens and the answer together)."""
+        config = self.model.config
+        return int(getattr(config, "text_config", config).max_position_embeddings)
+
     def prepare(self, requests: Sequence[VLMRequest], min_pixels: int = REFERENCE_MIN_PIXELS,
-                max_pixels: int = REFERENCE_MAX_PIXELS) -> dict[str, torch.Tensor]:
-        """Chat-format, resize and tokenize a batch of requests (left-padded) for ``generate``."""
+                max_pixels: int = REFERENCE_MAX_PIXELS, max_new_tokens: int = SamplingOptions.max_new_tokens,
+                ) -> dict[str, torch.Tensor]:
+        """Chat-format, resize and tokenize a batch of requests (left-padded) for ``generate``.
+
+        Runs on the CPU and refuses a prompt that, with ``max_new_tokens`` more, would not fit the model's context, so
+        that such a request fails before any model is moved or run.
+        """
         texts, images = [], []
         for request in requests:
             texts.append(render_chat(self.processor.tokenizer, request.prompt, len(request.images), request.picture_labels))
             images.extend(fit_to_pixel_budget(request.images, min_pixels, max_pixels))
         self.processor.tokenizer.padding_side = "left"
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        self._check_context(inputs, max_new_tokens, max_pixels)
         return {k: v.to(self.param_device) for k, v in inputs.items()}
+
+    def _check_context(self, inputs: Any, max_new_tokens: int, max_pixels: int) -> None:
+        prompt = int(inputs["input_ids"].shape[1])
+        if prompt + max_new_tokens <= self.context_length:
+            return
+        image_tokens = int((inputs["input_ids"] == self.model.config.image_token_id).sum())
+        raise ThinkDiffError(
+            f"the prompt is {prompt:,} tokens ({image_tokens:,} of them image tokens) and {max_new_tokens} more are to be "
+            f"generated, but {self.name or 'the model'} reads at most {self.context_length:,}. Lower max_pixels (now "
+            f"{max_pixels:,}; each 28x28 block of an image is one token), use fewer or smaller images, or shorten the "
+            "text. (The original ThinkDiff capped prompts at 8,192 tokens.)")
 
     @torch.inference_mode()
     def generate(self, inputs: dict[str, torch.Tensor], sampling: SamplingOptions = SamplingOptions(),
@@ -257,4 +280,4 @@ class QwenVLEncoder(nn.Module):
                on_token: TokenCallback | None = None, min_pixels: int = REFERENCE_MIN_PIXELS,
                max_pixels: int = REFERENCE_MAX_PIXELS) -> list[VLMOutput]:
         """Prepare and generate in one call."""
-        return self.generate(self.prepare(requests, min_pixels, max_pixels), sampling, on_token)
+        return self.generate(self.prepare(requests, min_pixels, max_pixels, sampling.max_new_tokens), sampling, on_token)
