@@ -33,9 +33,7 @@ STATE_FILE = "state.json"
 
 @dataclass
 class TrainState:
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # batches of ``epoch`` already consumed (per process)
+    step: int = 0  # also the data position (training/batching.py)
     samples: int = 0  # samples trained on, all processes
     skipped: int = 0  # bad samples skipped, all processes
 
@@ -136,4 +134,5 @@ def load_checkpoint(accelerator: Any, path: Path, aligner: nn.Module, optimizer:
     aligner.load_state_dict(weights)
     optimizer.load_state_dict(_optimizer_from_files(load_file(str(path / "optimizer.safetensors")), record["optimizer"]))
     _load_rng(path / f"rng-{accelerator.process_index}.safetensors")
-    return TrainState(**record["train"])
+    known = {field.name for field in dataclasses.fields(TrainState)}
+    return TrainState(**{k: v for k, v in record["train"].items() if k in known})  # 0.1.0 also stored epoch positions

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
 
 try:
     import tomllib
@@ -52,13 +53,30 @@ class RunConfig:
 
 
 @dataclass
-class DataConfig:
-    """Image-text pairs: a folder with a captions file, and/or WebDataset tar shards."""
+class SourceConfig:
+    """One image-text dataset: a folder with a captions file, and/or WebDataset tar shards."""
 
     captions: str = ""  # .jsonl ({"image": relative path, "caption": text}) or .csv (columns image, caption)
     images: str = ""  # folder the captions file's image paths are relative to (default: the captions file's folder)
     shards: list[str] = field(default_factory=list)  # tar files or glob patterns (cc_sbu layout: KEY.jpg + KEY.txt/KEY.json)
+    weight: float = 1.0  # share of the training steps drawn from this source (reference CLIP mix: LAION 115, CC/SBU 14)
+
+
+@dataclass
+class DataConfig:
+    """Image-text pairs: one source given by ``captions``/``images``/``shards`` here, or several as ``[[data.sources]]``
+    tables, each with a ``weight``. Each training step draws its whole batch from one source, with probability
+    proportional to the weights (MiniGPT-4's MultiIterLoader, as the reference's CLIP run); stage A reads every source."""
+
+    captions: str = ""
+    images: str = ""
+    shards: list[str] = field(default_factory=list)
+    sources: list[SourceConfig] = field(default_factory=list)
     num_workers: int = 2
+
+    def all_sources(self) -> list[SourceConfig]:
+        single = SourceConfig(self.captions, self.images, list(self.shards))
+        return self.sources or ([single] if single.captions or single.shards else [])
 
 
 @dataclass
@@ -75,8 +93,8 @@ class PrecomputeConfig:
     temperature: float = 0.6
     top_p: float = 0.9
     greedy: bool = False
-    min_pixels: int = 224 * 224
-    max_pixels: int = 1280 * 28 * 28
+    min_pixels: int = REFERENCE_MIN_PIXELS  # the Qwen2-VL processor defaults the reference ran with
+    max_pixels: int = REFERENCE_MAX_PIXELS
     instructions: list[str] = field(default_factory=lambda: list(REFERENCE_INSTRUCTIONS))
     progress_every_s: float = 30.0
 
@@ -95,8 +113,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32  # per process (reference: LVLM 32, CLIP 42)
-    max_steps: int = 25_000  # reference: LVLM 25k, CLIP 100k
+    batch_size: int = 0  # per process; 0: the reference's, LVLM 32, CLIP 42
+    max_steps: int = 0  # 0: the reference's, LVLM 25,000, CLIP 100,000
     max_split_tokens: int = 128  # LVLM: split s ~ U{1..min(L-1, this)}
     max_target_tokens: int = 0  # 0: the reference's 128 (LVLM) / 32 (CLIP)
     max_caption_words: int = 50  # CLIP caption cleaning
@@ -130,9 +148,21 @@ class Config:
         """``value`` resolved against the config file's folder."""
         return (self.base_dir / value).resolve() if value else Path()
 
+    def _by_variant(self, value: int, lvlm: int, clip: int) -> int:
+        return value or (lvlm if self.run.variant == "lvlm" else clip)
+
     @property
     def max_target_tokens(self) -> int:
-        return self.train.max_target_tokens or (128 if self.run.variant == "lvlm" else 32)
+        return self._by_variant(self.train.max_target_tokens, 128, 32)
+
+    @property
+    def batch_size(self) -> int:
+        """Per process: the reference's 32 (LVLM) or 42 (CLIP) unless set."""
+        return self._by_variant(self.train.batch_size, 32, 42)
+
+    @property
+    def max_steps(self) -> int:
+        return self._by_variant(self.train.max_steps, 25_000, 100_000)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "base_dir"}
@@ -154,7 +184,11 @@ def _section(cls: type, values: dict[str, Any], name: str) -> Any:
     defaults = cls()
     for key, value in values.items():
         default = getattr(defaults, key)
-        if isinstance(default, tuple):
+        if key == "sources" and cls is DataConfig:
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ThinkDiffError("[data] sources must be a list of tables ([[data.sources]] with captions/images/shards/weight)")
+            value = [_section(SourceConfig, dict(table), f"[data.sources] {number}") for number, table in enumerate(value, 1)]
+        elif isinstance(default, tuple):
             value = tuple(value)
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -189,4 +223,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
                     base_dir=base_dir)
     if config.run.variant not in ("lvlm", "clip"):
         raise ThinkDiffError(f"[run] variant must be lvlm or clip, got {config.run.variant!r}")
+    data = config.data
+    if data.sources and (data.captions or data.images or data.shards):
+        raise ThinkDiffError("[data]: give the data either as captions/images/shards or as [[data.sources]] tables, not both")
+    if any(source.weight <= 0 for source in data.sources):
+        raise ThinkDiffError("[data.sources] weights must be positive")
     return config

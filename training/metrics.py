@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-COLUMNS = ("step", "epoch", "loss", "lr", "samples", "skipped", "elapsed_s")
+COLUMNS = ("step", "loss", "lr", "samples", "skipped", "elapsed_s")
 PLOT_SIZE = (800, 480)
 MARGIN = (70, 30, 20, 50)  # left, top, right, bottom
 

@@ -18,11 +18,11 @@ from torch.utils.data import Dataset
 
 from thinkdiff.vision import VisionTokenEncoder, preprocess_images
 
+from .batching import SampleRef
 from .feature_store import FeatureShards
 from .masking import clean_caption, draw_split, sample_rng, split_caption, t5_labels, t5_tokens
 from .pairs import PairDataset
 
-SampleRef = tuple[int, int]  # (epoch, dataset index)
 Batch = dict[str, Any]
 
 

@@ -110,26 +110,35 @@ def _open_rgb(source: Path | bytes) -> Image.Image:
         return image.convert("RGB")
 
 
-class PairDataset(Dataset):
-    """Random-access image-text pairs; ``dataset[i]`` is a :class:`Pair` or ``None`` for a bad sample."""
+def source_entries(captions: Path | None = None, images: Path | None = None, shards: list[str] = ()) -> list[_FileEntry | _TarEntry]:
+    """The entries of one source: a captions file (with its image folder) and/or tar shards (files or glob patterns)."""
+    entries: list[_FileEntry | _TarEntry] = []
+    if captions:
+        entries.extend(read_captions_file(captions, images or captions.parent))
+    for pattern in shards:
+        for path in sorted(glob.glob(pattern)) or [pattern]:
+            entries.extend(index_tar(Path(path)))
+    return entries
 
-    def __init__(self, entries: list[_FileEntry | _TarEntry], require_caption: bool = True) -> None:
-        self.entries = entries
+
+class PairDataset(Dataset):
+    """Random-access image-text pairs of one or more sources, one after the other; ``dataset[i]`` is a :class:`Pair` or
+    ``None`` for a bad sample. ``sizes`` are the sources' lengths."""
+
+    def __init__(self, sources: list[list[_FileEntry | _TarEntry]], require_caption: bool = True) -> None:
+        for number, entries in enumerate(sources, 1):
+            if not entries:
+                raise ThinkDiffError(f"no image-text pairs found in data source {number}: check its captions/images/shards paths")
+        if not sources:
+            raise ThinkDiffError("no image-text pairs found: set [data] captions (with images) or shards, or [[data.sources]]")
+        self.entries = [entry for entries in sources for entry in entries]
+        self.sizes = [len(entries) for entries in sources]
         self.require_caption = require_caption
 
     @classmethod
     def from_paths(cls, captions: Path | None = None, images: Path | None = None, shards: list[str] = (),
                    require_caption: bool = True) -> PairDataset:
-        entries: list[_FileEntry | _TarEntry] = []
-        if captions:
-            entries.extend(read_captions_file(captions, images or captions.parent))
-        for pattern in shards:
-            paths = sorted(glob.glob(pattern)) or [pattern]
-            for path in paths:
-                entries.extend(index_tar(Path(path)))
-        if not entries:
-            raise ThinkDiffError("no image-text pairs found: set [data] captions (with images) or shards")
-        return cls(entries, require_caption)
+        return cls([source_entries(captions, images, shards)], require_caption)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -154,7 +163,9 @@ class PairDataset(Dataset):
 
 
 def pairs_from_config(config: Config, require_caption: bool = True) -> PairDataset:
-    data = config.data
-    captions = config.path(data.captions) if data.captions else None
-    images = config.path(data.images) if data.images else None
-    return PairDataset.from_paths(captions, images, [str(config.path(s)) for s in data.shards], require_caption)
+    """Every ``[data]`` source, in order (``sizes`` tells them apart; their ``weight`` is the trainer's business)."""
+    sources = [source_entries(config.path(source.captions) if source.captions else None,
+                              config.path(source.images) if source.images else None,
+                              [str(config.path(pattern)) for pattern in source.shards])
+               for source in config.data.all_sources()]
+    return PairDataset(sources, require_caption)

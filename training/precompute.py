@@ -92,7 +92,7 @@ def generate_batch(encoder: QwenVLEncoder, items: list[tuple[int, Pair | None]],
         return []
     instructions = [instruction_for(config.instructions, seed, index) for index, _ in usable]
     requests = [VLMRequest(text, [pair.image]) for text, (_, pair) in zip(instructions, usable, strict=True)]
-    inputs = encoder.prepare(requests, config.min_pixels, config.max_pixels)
+    inputs = encoder.prepare(requests, config.min_pixels, config.max_pixels, config.max_new_tokens)
     outputs = encoder.generate(inputs, sampling_options(config, seed + usable[0][0]))
     return [GeneratedSample(pair.key, text, out.features, out.token_ids, out.text)
             for text, (_, pair), out in zip(instructions, usable, outputs, strict=True)]

@@ -1,14 +1,13 @@
 """Stage B (LVLM) and the CLIP variant: train the aligner against the frozen T5 with Accelerate.
 
-Only the aligner is wrapped for DDP; the frozen models sit on each process's device. Every process
-reads its own slice of a seeded per-epoch permutation (full global batches only), so the data position
-is one counter and a resumed run replays exactly what an uninterrupted run would have seen.
+Only the aligner is wrapped for DDP; the frozen models sit on each process's device. What each step reads follows from
+the step alone (``batching.StepBatches``: a weighted draw of the source, then that source's seeded per-epoch order, each
+process taking its slice of the global batch), so a resumed run replays exactly what an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from transformers import AutoTokenizer
 
 from thinkdiff.aligner import Aligner
 from thinkdiff.errors import ThinkDiffError
 
+from .batching import StepBatches
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config
 from .feature_store import FeatureShards
@@ -34,7 +34,6 @@ from .objectives import (
     LVLMExamples,
     LVLMObjective,
     PixelPreprocessor,
-    SampleRef,
     move_batch,
 )
 from .optim import make_optimizer, set_learning_rate
@@ -42,35 +41,13 @@ from .pairs import pairs_from_config
 from .progress import format_duration
 
 
-class EpochBatches(Sampler[list[SampleRef]]):
-    """This process's batches of one epoch, from batch ``start`` on."""
-
-    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, rank: int, world: int, start: int = 0) -> None:
-        self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, epoch
-        self.rank, self.world, self.start = rank, world, start
-        if self.batches_per_epoch == 0:
-            raise ThinkDiffError(f"the dataset has {size} samples, fewer than one global batch ({batch_size} x {world} processes)")
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.size // (self.batch_size * self.world)
-
-    def __len__(self) -> int:
-        return max(self.batches_per_epoch - self.start, 0)
-
-    def __iter__(self) -> Iterator[list[SampleRef]]:
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)).tolist()
-        step = self.batch_size * self.world
-        for batch in range(self.start, self.batches_per_epoch):
-            chunk = order[batch * step:(batch + 1) * step]
-            yield [(self.epoch, index) for index in chunk[self.rank::self.world]]
-
-
 @dataclass
 class Task:
     """What differs between the variants; the loop is shared."""
 
     dataset: Dataset
+    sizes: list[int]  # samples per data source, in the dataset's order
+    weights: list[float]  # the sources' shares of the steps
     collator: Collator
     objective: LVLMObjective | CLIPObjective
     aligner: Aligner
@@ -86,6 +63,7 @@ def build_task(config: Config, device: torch.device) -> Task:
         vlm = config.path(config.precompute.vlm) if config.precompute.vlm else Path(shards.manifest["vlm_path"])
         qwen_tokenizer = AutoTokenizer.from_pretrained(str(vlm), local_files_only=True)
         dataset: Dataset = LVLMExamples(shards, qwen_tokenizer, seed, config.train.max_split_tokens)
+        sizes, weights = [len(dataset)], [1.0]
         objective: LVLMObjective | CLIPObjective = LVLMObjective(t5.model)
         in_dim, source = int(shards.manifest["hidden_size"]), shards.manifest["vlm"]
     else:
@@ -93,13 +71,15 @@ def build_task(config: Config, device: torch.device) -> Task:
             raise ThinkDiffError("set [model] vision to a vision file (python -m thinkdiff extract-vision BLIP2_FOLDER FILE)")
         vision_path = config.path(config.model.vision)
         vision = load_vision(vision_path, DTYPES[config.model.vision_dtype]).to(device)
-        dataset = CLIPExamples(pairs_from_config(config), PixelPreprocessor.of(vision), seed, config.train.max_caption_words)
+        pairs = pairs_from_config(config)
+        dataset = CLIPExamples(pairs, PixelPreprocessor.of(vision), seed, config.train.max_caption_words)
+        sizes, weights = pairs.sizes, [source.weight for source in config.data.all_sources()]
         objective = CLIPObjective(t5.model, vision)
         in_dim, source = vision.hidden_size, vision_path.name
     torch.manual_seed(seed)
     aligner = build_aligner(variant, in_dim, t5, config.model.aligner_hidden_dim)
     info = {"variant": variant, "source_model": source, "t5_model": t5.name, "config": config.to_dict()}
-    return Task(dataset, Collator(t5.tokenizer, config.max_target_tokens), objective, aligner, info)
+    return Task(dataset, sizes, weights, Collator(t5.tokenizer, config.max_target_tokens), objective, aligner, info)
 
 
 def _zero_loss(aligner: nn.Module, in_dim: int, device: torch.device) -> torch.Tensor:
@@ -108,7 +88,7 @@ def _zero_loss(aligner: nn.Module, in_dim: int, device: torch.device) -> torch.T
 
 
 def train(config: Config, accelerator: Accelerator | None = None) -> Path:
-    """Train until ``train.max_steps``, resuming from the run's latest checkpoint; returns the run folder."""
+    """Train until ``max_steps``, resuming from the run's latest checkpoint; returns the run folder."""
     accelerator = accelerator or Accelerator(mixed_precision=config.run.mixed_precision)
     run_dir = config.path(config.run.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -135,41 +115,34 @@ def train(config: Config, accelerator: Accelerator | None = None) -> Path:
         state.skipped += int(totals[2])
         return totals[0] / totals[1] if totals[1] else float("nan")
 
-    while state.step < train_cfg.max_steps:
-        sampler = EpochBatches(len(task.dataset), train_cfg.batch_size, config.run.seed, state.epoch,
-                               accelerator.process_index, accelerator.num_processes, state.batch_in_epoch)
-        loader = DataLoader(task.dataset, batch_sampler=sampler, collate_fn=task.collator, num_workers=config.data.num_workers,
-                            pin_memory=accelerator.device.type == "cuda", generator=torch.Generator())
-        for batch in loader:
-            lr = set_learning_rate(optimizer, state.step, config.optim)
-            batch = move_batch(batch, accelerator.device)
-            with accelerator.autocast():
-                loss = task.objective.loss(aligner, batch) if batch["samples"] else _zero_loss(aligner, in_dim, accelerator.device)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.batch_in_epoch += 1
-            pending += torch.tensor([loss.item() * batch["samples"], batch["samples"], batch["skipped"]],
-                                    dtype=torch.float64, device=accelerator.device)
-            at_checkpoint = state.step % train_cfg.checkpoint_every == 0 or state.step == train_cfg.max_steps
-            if state.step % train_cfg.log_every == 0 or at_checkpoint:
-                mean_loss = flush()
-                elapsed = time.monotonic() - started
-                if log:
-                    log.append(step=state.step, epoch=state.epoch, loss=mean_loss, lr=lr, samples=state.samples,
-                               skipped=state.skipped, elapsed_s=round(elapsed, 3))
-                eta = elapsed / (state.step - start_step) * (train_cfg.max_steps - state.step)
-                accelerator.print(f"step {state.step}/{train_cfg.max_steps} loss {mean_loss:.4f} lr {lr:.3g} "
-                                  f"samples {state.samples} skipped {state.skipped} ETA {format_duration(eta)}", flush=True)
-            if at_checkpoint:
-                save_checkpoint(accelerator, run_dir, accelerator.unwrap_model(aligner), optimizer, state, task.info,
-                                train_cfg.keep_checkpoints)
-                if log:
-                    plot_loss(log.path, run_dir / "loss.png", f"{config.run.variant} aligner loss")
-            if state.step >= train_cfg.max_steps:
-                break
-        else:
-            state.epoch += 1
-            state.batch_in_epoch = 0
+    batches = StepBatches(task.sizes, task.weights, config.batch_size, config.run.seed, accelerator.process_index,
+                          accelerator.num_processes, state.step, config.max_steps)
+    loader = DataLoader(task.dataset, batch_sampler=batches, collate_fn=task.collator, num_workers=config.data.num_workers,
+                        pin_memory=accelerator.device.type == "cuda", generator=torch.Generator())
+    for batch in loader:
+        lr = set_learning_rate(optimizer, state.step, config.optim)
+        batch = move_batch(batch, accelerator.device)
+        with accelerator.autocast():
+            loss = task.objective.loss(aligner, batch) if batch["samples"] else _zero_loss(aligner, in_dim, accelerator.device)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        pending += torch.tensor([loss.item() * batch["samples"], batch["samples"], batch["skipped"]],
+                                dtype=torch.float64, device=accelerator.device)
+        at_checkpoint = state.step % train_cfg.checkpoint_every == 0 or state.step == config.max_steps
+        if state.step % train_cfg.log_every == 0 or at_checkpoint:
+            mean_loss = flush()
+            elapsed = time.monotonic() - started
+            if log:
+                log.append(step=state.step, loss=mean_loss, lr=lr, samples=state.samples, skipped=state.skipped,
+                           elapsed_s=round(elapsed, 3))
+            eta = elapsed / (state.step - start_step) * (config.max_steps - state.step)
+            accelerator.print(f"step {state.step}/{config.max_steps} loss {mean_loss:.4f} lr {lr:.3g} "
+                              f"samples {state.samples} skipped {state.skipped} ETA {format_duration(eta)}", flush=True)
+        if at_checkpoint:
+            save_checkpoint(accelerator, run_dir, accelerator.unwrap_model(aligner), optimizer, state, task.info,
+                            train_cfg.keep_checkpoints)
+            if log:
+                plot_loss(log.path, run_dir / "loss.png", f"{config.run.variant} aligner loss")
     return run_dir

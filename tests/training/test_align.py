@@ -99,12 +99,16 @@ def test_clip_overfits_a_fixed_set(run_config, t5_folder: Path, vision_file: Pat
     assert_learns(losses(train(config)))
 
 
-def test_resume_continues_bit_identically(run_config, t5_folder: Path, synthetic_features: Path):
+def test_resume_continues_bit_identically(run_config, t5_folder: Path, synthetic_features: Path, capsys):
     settings = lvlm_settings(t5_folder, synthetic_features, "train.batch_size=4", "train.checkpoint_every=3")  # dropout on
     straight = train(run_config(*settings, "train.max_steps=6", output="straight"))
     stopped = train(run_config(*settings, "train.max_steps=3", output="resumed"))
     assert [p.name for p in list_checkpoints(stopped)] == ["step-00000003"]
+    capsys.readouterr()
     resumed = train(run_config(*settings, "train.max_steps=6", output="resumed"))
+    printed = capsys.readouterr().out
+    assert "step-00000003 (step 3)" in printed  # it started at the checkpoint's step, not from scratch
+    assert [line.split()[1] for line in printed.splitlines() if line.startswith("step ")] == ["4/6", "5/6", "6/6"]
     for name in ("aligner.safetensors", "optimizer.safetensors"):
         a, b = load_file(str(straight / "checkpoints/step-00000006" / name)), load_file(str(resumed / "checkpoints/step-00000006" / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
@@ -136,6 +140,17 @@ def test_clip_end_to_end_counts_bad_samples(run_config, t5_folder: Path, vision_
     tokens = VisionTokenEncoder.from_file(vision_file).encode([Image.new("RGB", (64, 48), "red")])
     with torch.inference_mode():
         assert Aligner.from_state_dict(weights.state)(tokens).shape == (1, 65, T5_WIDTH)
+
+
+def test_clip_trains_on_weighted_sources(run_config, t5_folder: Path, vision_file: Path, photo_set: Path, photo_tar: Path):
+    """The reference's CLIP mix, in miniature: a captions folder and tar shards with weights 3 : 1."""
+    sources = (f"data.sources=[{{captions={quoted(photo_set / 'captions.jsonl')}, weight=3}}, "
+               f"{{shards=[{quoted(photo_tar)}], weight=1}}]")
+    settings = [s for s in clip_settings(t5_folder, vision_file, photo_set) if not s.startswith("data.captions")]
+    run_dir = train(run_config(*settings, sources, "train.batch_size=4", "train.max_steps=3", "train.checkpoint_every=3"))
+    assert len(losses(run_dir)) == 3
+    state = json.loads((run_dir / "checkpoints" / "step-00000003" / "state.json").read_text())
+    assert [source["weight"] for source in state["config"]["data"]["sources"]] == [3.0, 1.0]
 
 
 def test_command_line_bf16_align_and_export(tmp_path: Path, t5_folder: Path, synthetic_features: Path):

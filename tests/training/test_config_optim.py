@@ -20,7 +20,32 @@ def test_defaults_are_the_reference_settings():
     assert (config.optim.warmup_steps, config.optim.warmup_lr, config.optim.min_lr) == (2000, 1e-6, 8e-5)
     assert (config.precompute.temperature, config.precompute.top_p, config.precompute.max_new_tokens) == (0.6, 0.9, 256)
     assert config.max_target_tokens == 128 and len(REFERENCE_INSTRUCTIONS) == 16
-    assert load_config(None, ['run.variant="clip"']).max_target_tokens == 32
+    assert (config.batch_size, config.max_steps) == (32, 25_000)  # LVLM: 32 per GPU, 25k steps
+    assert (config.precompute.min_pixels, config.precompute.max_pixels) == (3136, 12_845_056)  # Qwen2-VL's processor defaults
+    clip = load_config(None, ['run.variant="clip"'])
+    assert (clip.max_target_tokens, clip.batch_size, clip.max_steps) == (32, 42, 100_000)  # CLIP: 42 per GPU, 100k steps
+    assert load_config(None, ['run.variant="clip"', "train.batch_size=7"]).batch_size == 7
+
+
+def test_weighted_sources_as_in_the_reference_clip_run(tmp_path: Path):
+    (tmp_path / "run.toml").write_text('[run]\nvariant = "clip"\n'
+                                       '[[data.sources]]\nshards = ["laion/*.tar"]\nweight = 115\n'
+                                       '[[data.sources]]\ncaptions = "cc_sbu/captions.jsonl"\nimages = "cc_sbu/images"\nweight = 14\n')
+    sources = load_config(tmp_path / "run.toml").data.all_sources()
+    assert [(s.shards, s.captions, s.weight) for s in sources] == [(["laion/*.tar"], "", 115.0), ([], "cc_sbu/captions.jsonl", 14.0)]
+    single = load_config(None, ['data.captions="pairs.jsonl"']).data.all_sources()
+    assert [(s.captions, s.weight) for s in single] == [("pairs.jsonl", 1.0)]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (['data.captions="a.jsonl"', 'data.sources=[{captions="b.jsonl"}]'], "not both"),
+    (['data.sources=[{captions="b.jsonl", weight=0}]'], "weights must be positive"),
+    (['data.sources=[{caption="b.jsonl"}]'], "unknown setting"),
+    (['data.sources=["b.jsonl"]'], "list of tables"),
+])
+def test_bad_sources_are_explained(overrides, message):
+    with pytest.raises(ThinkDiffError, match=message):
+        load_config(None, overrides)
 
 
 def test_file_then_overrides(tmp_path: Path):
