@@ -22,6 +22,7 @@ from torch import nn
 from transformers import (
     AutoProcessor,
     GenerationConfig,
+    LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
 )
@@ -30,6 +31,7 @@ from .errors import ThinkDiffError
 from .hf_compat import dtype_kwarg
 from .images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, fit_to_pixel_budget
 from .prompts import PictureLabels, render_chat
+from .sampling import TopPSampler
 
 QWEN2_VL_URL = "https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct"
 SUPPORTED_MODEL_TYPES = {
@@ -69,6 +71,17 @@ class SamplingOptions:
             min_new_tokens=1 if self.stop_at_eos else self.max_new_tokens,
             do_sample=not self.greedy, repetition_penalty=1.0, num_beams=1,
             eos_token_id=eos_token_id, pad_token_id=pad_token_id, **sample)
+
+    def generate_kwargs(self, eos_token_id: int | list[int], pad_token_id: int, prompt_length: int) -> dict[str, Any]:
+        """``model.generate`` arguments for :meth:`generation_config`'s distribution, sampled by :class:`TopPSampler`
+        (exact top-p without sorting the vocabulary; transformers' sampling stays the reference)."""
+        config = self.generation_config(eos_token_id, pad_token_id)
+        if self.greedy:
+            return {"generation_config": config}
+        sampler = TopPSampler(self.temperature, self.top_p, prompt_length, config.min_new_tokens,
+                              eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
+        config.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_new_tokens=None)
+        return {"generation_config": config, "logits_processor": LogitsProcessorList([sampler])}
 
 
 @dataclass
@@ -260,13 +273,13 @@ class QwenVLEncoder(nn.Module):
     def generate(self, inputs: dict[str, torch.Tensor], sampling: SamplingOptions = SamplingOptions(),
                  on_token: TokenCallback | None = None) -> list[VLMOutput]:
         """Generate answers for prepared ``inputs`` and return each answer's features, ids and text."""
-        config = sampling.generation_config(self.eos_token_id, self.pad_token_id)
         prompt_length = inputs["input_ids"].shape[1]
-        criteria = StoppingCriteriaList([_EveryToken(prompt_length, config.max_new_tokens, on_token)] if on_token else [])
+        generation = sampling.generate_kwargs(self.eos_token_id, self.pad_token_id, prompt_length)
+        criteria = StoppingCriteriaList([_EveryToken(prompt_length, sampling.max_new_tokens, on_token)] if on_token else [])
         devices = [self.param_device] if self.param_device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), capture_last_position(final_norm(self.model)) as rows:
             torch.manual_seed(sampling.seed)
-            sequences = self.model.generate(**inputs, generation_config=config, stopping_criteria=criteria)
+            sequences = self.model.generate(**inputs, **generation, stopping_criteria=criteria)
         generated = sequences[:, prompt_length:]
         features = torch.stack(rows[: generated.shape[1]], dim=1)
         return [self._answer(features[i], generated[i], sampling.stop_at_eos) for i in range(generated.shape[0])]
