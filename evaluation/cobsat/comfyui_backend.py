@@ -2,7 +2,7 @@
 
 The workflow (UI format, read at run time) becomes an API graph with the server's ``/object_info``. Per sample its
 image inputs are rebuilt for N demos (N LoadImage nodes joined by a chain of ImageBatch nodes, images uploaded with
-``/upload/image``), the VLM node gets ThinkDiff's CoBSAT prompt and the sample's seed, the sampler the same seed,
+``/upload/image`` as PNGs), the VLM node gets ThinkDiff's CoBSAT prompt and the sample's seed, the sampler the same seed,
 and the settings and model names come from the config. ``batch_size`` prompts are queued at once so the server
 never waits for the client; each image is fetched with ``/view``.
 
@@ -44,6 +44,18 @@ MODEL_INPUTS = {"vlm": ("ThinkDiffVLMLoader", "model"), "aligner": ("ThinkDiffAl
 Graph = dict[str, Any]
 
 
+def _refusal(body: bytes) -> str:
+    """ComfyUI's answer to a refused request; a graph's node errors one per node (``type: details``)."""
+    try:
+        answer = json.loads(body)
+        errors = [f"{node['class_type']}: {error.get('details') or error.get('message')}"
+                  for node in answer["node_errors"].values() for error in node["errors"]]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return body.decode(errors="replace")[:2000]
+    hint = " (set [comfyui] vlm, aligner, unet, clip_l, t5, vae to names this ComfyUI lists)" if "not in" in str(errors) else ""
+    return "; ".join(errors or [answer.get("error", {}).get("message", "")]) + hint
+
+
 class ComfyClient:
     """The few HTTP calls of ComfyUI's API this backend needs."""
 
@@ -57,7 +69,7 @@ class ComfyClient:
             with urllib.request.urlopen(request, timeout=120) as response:
                 return response.read()
         except urllib.error.HTTPError as e:
-            raise ThinkDiffError(f"ComfyUI answered {e.code} to {path}: {e.read().decode(errors='replace')[:2000]}") from e
+            raise ThinkDiffError(f"ComfyUI answered {e.code} to {path}: {_refusal(e.read())}") from e
         except urllib.error.URLError as e:
             raise ThinkDiffError(f"no ComfyUI server at {self.url} ({e.reason}): start ComfyUI with this pack installed, "
                                  "or set [comfyui] url") from e
@@ -69,14 +81,14 @@ class ComfyClient:
         body = self._call(path, json.dumps(data).encode(), {"Content-Type": "application/json"})
         return json.loads(body) if body else None
 
-    def upload_image(self, file: Path, subfolder: str) -> str:
-        """Put ``file`` into ComfyUI's input folder; returns the name LoadImage takes (``subfolder/file``)."""
+    def upload_image(self, name: str, data: bytes, subfolder: str) -> str:
+        """Put an image file into ComfyUI's input folder; returns the name LoadImage takes (``subfolder/name``)."""
         boundary = uuid.uuid4().hex
-        fields = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-                  for name, value in (("subfolder", subfolder), ("type", "input"), ("overwrite", "true"))]
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{file.name}"\r\n'
+        fields = [f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+                  for key, value in (("subfolder", subfolder), ("type", "input"), ("overwrite", "true"))]
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
                 "Content-Type: application/octet-stream\r\n\r\n").encode()
-        body = b"".join(fields) + head + file.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        body = b"".join(fields) + head + data + f"\r\n--{boundary}--\r\n".encode()
         answer = json.loads(self._call("/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}))
         return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
 
@@ -187,8 +199,14 @@ class ComfyUIBackend:
         self.uploaded: dict[str, str] = {}
 
     def _upload(self, path: str) -> str:
+        """Upload a dataset image once, as the PNG of its PIL decoding: ComfyUI 0.33's LoadImage decodes JPEGs with FFmpeg,
+        whose colour conversion differs from PIL's (which the reference used) by up to 60/255 at colour edges."""
         if path not in self.uploaded:
-            self.uploaded[path] = self.client.upload_image(self.dataset_root / path, f"{UPLOAD_FOLDER}/{Path(path).parent}")
+            png = io.BytesIO()
+            with Image.open(self.dataset_root / path) as image:
+                image.convert("RGB").save(png, format="PNG")
+            name = Path(path).with_suffix(".png")
+            self.uploaded[path] = self.client.upload_image(name.name, png.getvalue(), f"{UPLOAD_FOLDER}/{name.parent}")
         return self.uploaded[path]
 
     def graph(self, sample: Sample, seed: int) -> Graph:

@@ -13,6 +13,7 @@ shard_index``) times the processes of each (``accelerate launch``), so GPUs and 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,9 +78,14 @@ def write_outputs(images_dir: Path, sample: Sample, seed: int, result: Generated
     record = {"task": sample.task, "shot": sample.shot, "index": sample.index, "save_name": sample.save_name, "seed": seed,
               "backend": backend, "gt": sample.gt, "vlm_text": result.text, "vlm_tokens": result.tokens,
               "seconds": round(seconds, 4)}
-    partial = record_file(images_dir, sample).with_suffix(".json.part")
-    partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    partial.replace(record_file(images_dir, sample))
+    write_atomically(record_file(images_dir, sample), json.dumps(record, indent=1))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the whole new one (a record marks a finished sample)."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def manifest(config: EvalConfig) -> dict[str, Any]:
@@ -94,18 +100,22 @@ def manifest(config: EvalConfig) -> dict[str, Any]:
     return entries
 
 
-def check_manifest(images_dir: Path, manifest: dict[str, Any]) -> None:
-    """Record the settings on the first run; refuse to mix images made with other settings into the folder."""
+def check_manifest(images_dir: Path, expected: dict[str, Any]) -> None:
+    """Refuse to mix images made with other settings into the folder."""
     path = images_dir / "manifest.json"
-    if not path.is_file():
-        images_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        return
-    existing = json.loads(path.read_text(encoding="utf-8"))
-    changed = sorted(k for k in set(existing) | set(manifest) if existing.get(k) != manifest.get(k))
+    existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else expected
+    changed = sorted(k for k in set(existing) | set(expected) if existing.get(k) != expected.get(k))
     if changed:
         raise ThinkDiffError(f"{images_dir} holds images made with other settings ({', '.join(changed)} differ); "
                              "use another [run] output_dir or restore the settings of images/manifest.json")
+
+
+def write_manifest(images_dir: Path, expected: dict[str, Any]) -> None:
+    """Record the settings with the first images (a run that fails before it has made any leaves nothing behind)."""
+    path = images_dir / "manifest.json"
+    if not path.is_file():
+        images_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps(expected, indent=1))
 
 
 def load_backend(config: EvalConfig, device: str, graph_hook: Callable[[dict], dict] | None = None) -> Backend:
@@ -144,11 +154,8 @@ def generate(config: EvalConfig, graph_hook: Callable[[dict], dict] | None = Non
           f"{sum(map(len, todo))} to do ({gen.backend})", flush=True)
     if not todo:
         return images_dir
-    if state.is_main_process:
-        check_manifest(images_dir, manifest(config))
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        check_manifest(images_dir, manifest(config))
+    settings = manifest(config)
+    check_manifest(images_dir, settings)
     device = str(state.device) if config.diffusers.device == "auto" else config.diffusers.device
     backend = load_backend(config, device, graph_hook)
     progress = Progress(sum(map(len, todo)), label, gen.progress_every_s)
@@ -157,6 +164,7 @@ def generate(config: EvalConfig, graph_hook: Callable[[dict], dict] | None = Non
         started = time.perf_counter()
         results = backend.generate(batch, seeds)
         seconds = (time.perf_counter() - started) / len(batch)
+        write_manifest(images_dir, settings)
         for sample, seed, result in zip(batch, seeds, results, strict=True):
             if not record_file(images_dir, sample).is_file():
                 write_outputs(images_dir, sample, seed, result, seconds, gen.backend)

@@ -1,0 +1,101 @@
+"""The model judges on tiny random models: each reply equals an independent single-question greedy run of the same model
+in the protocol's prompt format, and the CLIP metric equals CoBSAT's formula computed from the model's parts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor, CLIPModel, CLIPProcessor, LlavaForConditionalGeneration
+
+from evaluation.cobsat.generate import generate, image_file
+from evaluation.cobsat.judge import judge, read_rows, read_summary, scores_file
+from evaluation.cobsat.judges import ClipMetric, LlavaJudge, QwenJudge, llava_prompt
+from evaluation.cobsat.protocol import TASKS, parse_answer, question
+from evaluation.cobsat.samples import Sample
+from thinkdiff.errors import ThinkDiffError
+from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+
+CPU = torch.device("cpu")
+
+
+def test_the_llava_prompt_is_llava_v1():
+    assert llava_prompt("Q?") == ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+                                  "helpful, detailed, and polite answers to the human's questions. USER: <image>\nQ? ASSISTANT:")
+
+
+@pytest.fixture(scope="module")
+def questions(standin: Path) -> list[tuple[Path, str]]:
+    images = [standin / "color_car" / "blue_car.jpg", standin / "color_hat" / "red_hat.jpg", standin / "style_cup" / "3d_cup.jpg"]
+    return [(image, question(TASKS[task], part)) for image, task in zip(images, (1, 2, 6), strict=True) for part in ("detail", "obj")]
+
+
+def test_llava_judge_batches_equal_single_greedy_runs(tiny_llava: Path, questions):
+    judge_ = LlavaJudge(tiny_llava, torch.float32, CPU, max_new_tokens=6)
+    replies = judge_.answer(questions)
+    processor = AutoProcessor.from_pretrained(str(tiny_llava))
+    model = LlavaForConditionalGeneration.from_pretrained(str(tiny_llava)).train(False)
+    for (path, text), reply in zip(questions, replies, strict=True):
+        inputs = processor(images=Image.open(path).convert("RGB"), text=llava_prompt(text), return_tensors="pt")
+        assert int((inputs["input_ids"] == model.config.image_token_index).sum()) == 4  # (28 / 14)^2 patches
+        with torch.inference_mode():
+            out = model.generate(**inputs, do_sample=False, max_new_tokens=6, pad_token_id=processor.tokenizer.pad_token_id)
+        assert reply == processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert judge_.name == tiny_llava.name and judge_.answer([]) == []
+
+
+def test_qwen2vl_judge_equals_greedy_encode(tiny_vlm_folder: Path, encoder: QwenVLEncoder, questions):
+    replies = QwenJudge(tiny_vlm_folder, torch.float32, CPU, max_new_tokens=5).answer(questions[:2])
+    sampling = SamplingOptions(max_new_tokens=5, greedy=True, stop_at_eos=True)
+    expected = [encoder.encode([VLMRequest(text, [Image.open(path).convert("RGB")])], sampling)[0].text.strip()
+                for path, text in questions[:2]]
+    assert replies == expected
+
+
+def test_clip_metric_is_cobsats_formula(tiny_clip: Path, standin: Path):
+    sample = Sample(2, 2, 0, ("bag: ", "ball: ", "box: "), (), {"detail": "pink", "obj": "box"}, "0_pink_bag_ball_box")
+    path = standin / "color_box" / "pink_box.jpg"
+    values = ClipMetric(tiny_clip, "cpu").score(path, sample)
+    model, processor = CLIPModel.from_pretrained(str(tiny_clip)).train(False), CLIPProcessor.from_pretrained(str(tiny_clip))
+    texts = ["pink", "box", "pink box", *TASKS[2].vocabulary("obj"), *TASKS[2].vocabulary("detail")]
+    with torch.inference_mode():
+        tokens = processor.tokenizer(texts, padding=True, return_tensors="pt")
+        text = model.text_projection(model.text_model(**tokens).pooler_output)
+        pixels = processor.image_processor(Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"]
+        image = model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output)
+        cosine = torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(image, dim=-1)[0]
+        similarity = (cosine * model.logit_scale.exp()).clamp(min=0)
+    assert values["clip_similarity_overall"] == pytest.approx(float(similarity[2]), rel=1e-4)
+    assert values["clip_similarity_detail"] == pytest.approx(float(similarity[0]), rel=1e-4)
+    object_pick, detail_pick = int(similarity[3:13].argmax()) + 1, int(similarity[13:].argmax()) + 1
+    assert values["clip_check_obj"] == (object_pick == 6) and values["clip_check_detail"] == (detail_pick == 5)
+    assert values["clip_correct"] == (values["clip_check_obj"] and values["clip_check_detail"])
+
+
+def test_judge_step_with_llava_and_clip(eval_config, tiny_llava: Path, tiny_clip: Path):
+    """generate (oracle) -> judge with the tiny LLaVA and CLIP from the config; rows hold the replies and their parse."""
+    config = eval_config('generate.backend="oracle"', 'judge.model="llava"', f"judge.folder={json.dumps(str(tiny_llava))}",
+                         f"judge.clip={json.dumps(str(tiny_clip))}", 'judge.dtype="fp32"', "judge.max_new_tokens=4",
+                         "judge.batch_size=4", "run.samples_per_task=2")
+    images = generate(config)
+    summary = read_summary(judge(config))
+    rows = read_rows(scores_file(config.output_dir / "scores" / tiny_llava.name, 2, 1))
+    assert len(rows) == 2 and {row["index"] for row in rows.values()} == {0, 1}
+    first = config.samples()[0]
+    expected = LlavaJudge(tiny_llava, torch.float32, CPU, max_new_tokens=4).answer(
+        [(image_file(images, first), question(TASKS[1], part)) for part in ("detail", "obj")])
+    assert [rows[0]["response_detail"], rows[0]["response_obj"]] == expected
+    assert rows[0]["answer_detail"] == parse_answer(expected[0]) and "clip_similarity_overall" in rows[0]
+    assert [row["task"] for row in summary] == [1, 2] and all("clip_correct" in row for row in summary)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ('judge.model="llava"', "no config.json"), ('judge.model="qwen2vl"', "not a Hugging Face model folder")])
+def test_missing_judge_models_are_explained(eval_config, tmp_path: Path, setting: str, message: str):
+    config = eval_config('generate.backend="oracle"', setting, f"judge.folder={json.dumps(str(tmp_path / 'empty'))}")
+    generate(config)
+    with pytest.raises(ThinkDiffError, match=message):
+        judge(config)
