@@ -25,9 +25,16 @@ def align(aligner_patcher, features: torch.Tensor, source: str) -> torch.Tensor:
     return aligned.unsqueeze(0).to(mm.intermediate_device())
 
 
+def check_t5_width(aligner_patcher, t5_width: int) -> None:
+    """The aligner's tokens stand in for (or join) this T5's: their widths must be equal. Checked before anything runs."""
+    aligner: Aligner = aligner_patcher.model
+    if aligner.out_dim != t5_width:
+        raise ThinkDiffError(
+            f"{aligner.description} outputs {aligner.out_dim}-wide tokens but the connected T5 is {t5_width} wide, so the "
+            "diffusion model cannot read them. Use the aligner trained for this T5 (the release aligners output 4096, "
+            "T5-XXL's width, for Flux.1 and CogVideoX) or connect the text encoder of the model you sample with.")
+
+
 def join_text(cond: torch.Tensor, text_cond: torch.Tensor) -> torch.Tensor:
     """Append T5 text tokens after the aligned tokens (the reference's order)."""
-    if text_cond.shape[-1] != cond.shape[-1]:
-        raise ThinkDiffError(f"the aligner outputs {cond.shape[-1]}-wide tokens but this T5 is {text_cond.shape[-1]} wide: "
-                             "they cannot be joined (use the aligner made for this diffusion model's T5).")
     return torch.cat([cond, text_cond.to(cond)], dim=1)

@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from ..thinkdiff.errors import ThinkDiffError
 from ..thinkdiff.images import as_pil_list
 from ..thinkdiff.vision import VisionTokenEncoder
-from .alignment import align, join_text
+from .alignment import align, check_t5_width, join_text
 from .comfy_models import load_for_use, patcher_for, placement, placement_inputs, thinkdiff_file_path, thinkdiff_files
 from .text_encoding import flux_text, t5_encode
 from .types import ALIGNER, CATEGORY, IMAGE_TOKENS, VISION
@@ -108,6 +108,7 @@ class ThinkDiffCLIPFluxConditioning(io.ComfyNode):
     def execute(cls, image_tokens: torch.Tensor, aligner, clip, text: str, guidance: float,
                 text_tokens: int) -> io.NodeOutput:
         text_cond, pooled = flux_text(clip, text, text_tokens)
+        check_t5_width(aligner, text_cond.shape[-1])
         cond = join_text(aligned_image_tokens(image_tokens, aligner), text_cond)
         return io.NodeOutput([[cond, {"pooled_output": pooled.to(cond), "guidance": guidance}]])
 
@@ -115,12 +116,14 @@ class ThinkDiffCLIPFluxConditioning(io.ComfyNode):
 def cogvideox_embeds(image_tokens: torch.Tensor, aligner, clip, text: str, negative_text: str,
                      total_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[1, total, D] positive (aligned images, then T5 text filling the rest) and negative (T5 of negative_text)."""
-    cond = aligned_image_tokens(image_tokens, aligner)
-    text_length = total_tokens - cond.shape[1]
+    image_length = image_tokens.shape[0] * image_tokens.shape[1]
+    text_length = total_tokens - image_length
     if text_length < 1:
-        raise ThinkDiffError(f"{image_tokens.shape[0]} image(s) give {cond.shape[1]} tokens, leaving no room for text in "
+        raise ThinkDiffError(f"{image_tokens.shape[0]} image(s) give {image_length} tokens, leaving no room for text in "
                              f"{total_tokens}: use fewer images (CogVideoX reads {COGVIDEOX_TOKENS} tokens).")
-    positive = join_text(cond, t5_encode(clip, text, text_length)[0])
+    text_cond = t5_encode(clip, text, text_length)[0]
+    check_t5_width(aligner, text_cond.shape[-1])
+    positive = join_text(aligned_image_tokens(image_tokens, aligner), text_cond)
     negative = t5_encode(clip, negative_text, total_tokens)[0].to(positive)
     return positive, negative
 

@@ -9,11 +9,11 @@ import comfy.model_patcher
 import folder_paths
 import torch
 from comfy_api.latest import io
-from safetensors import SafetensorError, safe_open
 
 from ..thinkdiff.dtypes import DTYPES
 from ..thinkdiff.errors import ThinkDiffError
 from ..thinkdiff.model_setup import missing_message
+from ..thinkdiff.safetensors_header import read_header
 from ..thinkdiff.vision import VISION_FORMAT
 
 ALIGNER_FOLDER = "thinkdiff"
@@ -35,41 +35,47 @@ def register_model_folders() -> None:
             folder_paths.folder_names_and_paths[name] = ([default], set(extensions))
 
 
+# Files that mark a Hugging Face model folder: listed even when config.json is missing (a half-copied download), so the
+# loader can say what is missing instead of the folder silently not appearing.
+MODEL_FOLDER_MARKERS = ("config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json")
+
+
 def vlm_folders() -> list[str]:
-    """Model folders (holding a config.json) under every ``models/LLM`` root, up to two levels deep."""
+    """Model folders under every ``models/LLM`` root, up to two levels deep (complete or not: see MODEL_FOLDER_MARKERS)."""
     found: set[str] = set()
     for root in map(Path, folder_paths.get_folder_paths(VLM_FOLDER)):
         if not root.is_dir():
             continue
-        for config in root.glob("**/config.json"):
-            relative = config.parent.relative_to(root)
-            if 0 < len(relative.parts) <= MAX_VLM_FOLDER_DEPTH:
-                found.add(relative.as_posix())
+        for marker in MODEL_FOLDER_MARKERS:
+            for path in root.glob(f"**/{marker}"):
+                relative = path.parent.relative_to(root)
+                if 0 < len(relative.parts) <= MAX_VLM_FOLDER_DEPTH:
+                    found.add(relative.as_posix())
     return sorted(found)
 
 
 def vlm_folder_path(name: str) -> Path:
     for root in map(Path, folder_paths.get_folder_paths(VLM_FOLDER)):
-        if (root / name / "config.json").is_file():
-            return root / name
+        if (root / name).is_dir():
+            return root / name  # the VLM loader explains what an incomplete folder lacks
     raise ThinkDiffError(missing_message(name, VLM_FOLDER, folder_paths.get_folder_paths(VLM_FOLDER)))
 
 
-def _file_format(path: str) -> str:
-    """The ``format`` metadata of a .safetensors file ('' for other files or none)."""
+def _is_vision_file(path: str) -> bool | None:
+    """Whether a models/thinkdiff file is a vision-encoder file (its ``format`` metadata); None when it cannot be read."""
     if not path.endswith((".safetensors", ".sft")):
-        return ""
+        return False
     try:
-        with safe_open(path, framework="pt") as f:
-            return (f.metadata() or {}).get("format", "")
-    except (SafetensorError, OSError):
-        return ""
+        return read_header(Path(path)).get("__metadata__", {}).get("format") == VISION_FORMAT
+    except (ThinkDiffError, OSError):
+        return None
 
 
 def thinkdiff_files(vision: bool) -> list[str]:
-    """Files in models/thinkdiff: vision-encoder files, or everything else (aligners)."""
+    """Files in models/thinkdiff: vision-encoder files, or everything else (aligners). An unreadable file is listed in
+    both lists, so that it shows where the user expects it and its loader can say that it is damaged."""
     names = folder_paths.get_filename_list(ALIGNER_FOLDER)
-    return [n for n in names if (_file_format(folder_paths.get_full_path(ALIGNER_FOLDER, n)) == VISION_FORMAT) == vision]
+    return [n for n in names if _is_vision_file(folder_paths.get_full_path(ALIGNER_FOLDER, n)) in (vision, None)]
 
 
 def thinkdiff_file_path(name: str) -> Path:

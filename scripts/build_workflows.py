@@ -14,11 +14,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.comfy_server import ComfyServer, prepare_base
 from tests.support.paths import REPO
+from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
 from thinkdiff.workflow_api import api_to_ui
 
 WORKFLOWS = REPO / "workflows"
@@ -70,7 +71,7 @@ Flux workflows: change the size only on the *width* / *height* nodes; they feed 
 
 
 def example_images() -> None:
-    """Small drawn inputs: two coloured balls (in-context) and a dotted pattern (style)."""
+    """Small drawn inputs: two coloured balls (in-context), a dotted pattern (style) and a sign with text (image + text)."""
     IMAGES.mkdir(parents=True, exist_ok=True)
     for name, colour in (("blue", (40, 80, 220)), ("brown", (120, 72, 36))):
         image = Image.new("RGB", (256, 256), (235, 235, 230))
@@ -83,6 +84,12 @@ def example_images() -> None:
             colour = ((i * 37) % 255, (j * 53) % 255, ((i + j) * 29) % 255)
             draw.ellipse((i * 32 + 6, j * 32 + 6, i * 32 + 26, j * 32 + 26), fill=colour)
     image.save(IMAGES / "thinkdiff_dots.png")
+    image = Image.new("RGB", (384, 256), (244, 236, 214))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((16, 16, 368, 240), outline=(40, 40, 40), width=6)
+    draw.multiline_text((192, 128), "THINK\nTHEN\nDRAW", fill=(180, 30, 30), font=ImageFont.load_default(56), anchor="mm",
+                        align="center")
+    image.save(IMAGES / "thinkdiff_sign.png")
 
 
 def flux_tail(positive: str, size: int, prefix: str) -> dict:
@@ -106,14 +113,15 @@ def flux_tail(positive: str, size: int, prefix: str) -> dict:
     }
 
 
-def thinkdiff_head(prompt: str, images: list, picture_labels: str = "auto") -> dict:
+def thinkdiff_head(prompt: str, images: list, picture_labels: str = "auto", min_pixels: int = REFERENCE_MIN_PIXELS,
+                   max_pixels: int = REFERENCE_MAX_PIXELS) -> dict:
     return {
         "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": "Qwen2-VL-7B-Instruct", "dtype": "auto",
                                                              "device": "default"}},
         "5": {"class_type": "ThinkDiffVLMEncode", "inputs": {
             "vlm": ["1", 0], "prompt": prompt, "seed": 42, "max_new_tokens": 128, "temperature": 0.6, "top_p": 0.9,
-            "greedy": False, "stop_at_eos": False, "picture_labels": picture_labels, "min_pixels": 224 * 224,
-            "max_pixels": 1280 * 28 * 28, "images": images}},
+            "greedy": False, "stop_at_eos": False, "picture_labels": picture_labels, "min_pixels": min_pixels,
+            "max_pixels": max_pixels, "images": images}},
         "6": {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": "thinkdiff_lvlm.safetensors"}},
         "7": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
                                                          "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"}},
@@ -135,6 +143,16 @@ def in_context() -> dict:
 def image_instruction() -> dict:
     graph = {"2": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_dots.png"}}}
     return {**graph, **thinkdiff_head(STYLE_INSTRUCTION, ["2", 0]), **flux_tail("8", 1024, "ThinkDiff/image_instruction")}
+
+
+def image_plus_text() -> dict:
+    """The reference's image + extra-text demo (test_mllama_t5_decoder_flux_multi_image_input.py): Qwen sees the image
+    alone (no instruction, max_pixels 65,536); the question goes only to Flux's T5, appended after the 128 LVLM tokens,
+    and sets the pooled vector; 512x512."""
+    graph = {"2": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_sign.png"}}}
+    head = thinkdiff_head("", ["2", 0], max_pixels=65536)
+    head["8"]["inputs"]["text"] = "Reconstruct the texts in this image."
+    return {**graph, **head, **flux_tail("8", 512, "ThinkDiff/image_plus_text")}
 
 
 def clip_head(images: dict, aligner: str = "thinkdiff_clip.safetensors") -> dict:
@@ -235,6 +253,7 @@ def main() -> None:
     shipped = (
         ("thinkdiff_lvlm_in_context", in_context(), "In-context reasoning (CoBSAT style)", SETUP_NOTE, MODELS),
         ("thinkdiff_lvlm_image_instruction", image_instruction(), "Image + instruction", SETUP_NOTE, MODELS),
+        ("thinkdiff_lvlm_image_plus_text", image_plus_text(), "Image (to the VLM) + text (to Flux's T5)", SETUP_NOTE, MODELS),
         ("thinkdiff_clip_flux_image_text", clip_image_text(), "Image + text composition", CLIP_SETUP_NOTE, MODELS),
         ("thinkdiff_clip_flux_two_images", clip_two_images(), "Two images", CLIP_SETUP_NOTE, MODELS),
         ("thinkdiff_clip_cogvideox", clip_cogvideox(), "Image + text → video (native CogVideoX, ComfyUI 0.21+)",

@@ -94,7 +94,7 @@ def page(node_id: str, spec: dict[str, Any]) -> str:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        install_like_manager(Path(tmp))
+        install_like_manager(Path(tmp), sys.executable)
         with ComfyServer(Path(tmp)) as server:
             info = server.object_info()
     DOCS.mkdir(parents=True, exist_ok=True)

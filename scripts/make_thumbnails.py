@@ -25,7 +25,7 @@ from thinkdiff.doctor import shipped_workflows
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        pack, _ = install_like_manager(base)
+        pack, _ = install_like_manager(base, sys.executable)
         for image in (pack / "workflows" / "images").glob("*.png"):
             shutil.copy(image, base / "input" / image.name)
         stand_in_models(base / "models", shipped_workflows(pack))

@@ -52,3 +52,11 @@ def test_release_sizes(in_dim, params):
     with torch.device("meta"):
         aligner = Aligner(in_dim, 4096, 4096)
     assert sum(p.numel() for p in aligner.parameters()) == params
+
+
+def test_the_norm_epsilon_is_t5s_1e_6_where_it_matters():
+    """Outputs of a few thousandths: the mean square (~1e-6) is of the order of eps, so 1e-5 would be off by a factor ~2."""
+    norm = T5RMSNorm(64)
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(0)) * 1e-3
+    expected = x.double() / torch.sqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(norm(x).double(), expected, rtol=1e-5, atol=1e-9)

@@ -1,6 +1,8 @@
 """End to end in a real ComfyUI server process (0.33 or 0.3.75, see tests/support/paths.py) with this pack and tiny random models."""
 
 import json
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -9,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from tests.support.comfy_server import PACK_NAME
+from tests.support.paths import T5_TOKENIZER
 from tests.support.tiny_comfy import (
     TINY_ALIGNER,
     TINY_CLIP_ALIGNER,
@@ -24,7 +28,10 @@ from tests.support.tiny_comfy import (
 )
 from tests.support.tiny_diffusers import tiny_cogvideox_frames
 from tests.support.tiny_models import make_aligner
+from thinkdiff.aligner import Aligner
+from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.doctor import shipped_workflows
+from thinkdiff.vision import VisionTokenEncoder
 from thinkdiff.workflow_api import VIRTUAL_NODES
 
 pytestmark = pytest.mark.comfyui
@@ -35,10 +42,10 @@ TINY_CLIP = {"class_type": "TinyFluxDualCLIPLoader", "inputs": {"clip_name1": "c
                                                                 "clip_name2": "t5xxl-tiny-random.safetensors"}}
 
 
-def think_graph(prompt="Describe a red ball.", images=None, **encode):
+def think_graph(prompt="Describe a red ball.", images=None, model=TINY_VLM, **encode):
     """VLM loader -> encode -> PreviewAny(text), optionally with a LoadImage batch."""
     graph = {
-        "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": TINY_VLM, "dtype": "fp32", "device": "default"}},
+        "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": model, "dtype": "fp32", "device": "default"}},
         "2": {"class_type": "ThinkDiffVLMEncode", "inputs": {
             "vlm": ["1", 0], "prompt": prompt, "seed": 42, "max_new_tokens": 16, "temperature": 0.6, "top_p": 0.9,
             "greedy": False, "stop_at_eos": False, "picture_labels": "auto", "min_pixels": 50176, "max_pixels": 1003520,
@@ -62,10 +69,10 @@ def conditioning_graph(aligner=TINY_ALIGNER, text="", clip=True, **encode):
     return graph
 
 
-def clip_graph(node: str, images=("thinkdiff_dots.png",), text="a dog", prefix="", **inputs):
+def clip_graph(node: str, images=("thinkdiff_dots.png",), text="a dog", prefix="", vision=TINY_VISION, **inputs):
     """Vision loader -> image encode -> a ThinkDiff-CLIP conditioning node -> TestConditioningInfo (every output)."""
     graph = {
-        "1": {"class_type": "ThinkDiffVisionLoader", "inputs": {"vision_name": TINY_VISION, "dtype": "fp32", "device": "default"}},
+        "1": {"class_type": "ThinkDiffVisionLoader", "inputs": {"vision_name": vision, "dtype": "fp32", "device": "default"}},
         "3": {"class_type": "ThinkDiffImageEncode", "inputs": {"vision": ["1", 0], "images": ["10", 0]}},
         "5": {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": TINY_CLIP_ALIGNER}},
         "6": TINY_CLIP,
@@ -237,32 +244,97 @@ def test_progress_and_streamed_text(comfy):
     result, events = comfy.run_watching(think_graph(max_new_tokens=12))
     assert result.ok, result.error
     progress = [data["value"] for kind, data in events if kind == "progress" and data.get("node") == "2"]
-    assert progress[-1] == 12 and progress == sorted(progress)
-    streamed = [text for kind, data in events if kind == "progress_text" for node, text in [data] if node == "2"]
-    assert len(streamed) == 12
-    assert streamed[-1] == result.texts("3")[0]
+    assert progress[-1] == 12 and progress == sorted(progress)  # ComfyUI 0.33 throttles progress events; the last one arrives
+    texts = streamed(events)
+    assert len(texts) == 12 and texts[-1] == result.texts("3")[0]  # one streamed text per token, the last = the answer
 
 
-def test_cancel_stops_generation(comfy):
-    interrupted = []
+def streamed(events: list, node: str = "2") -> list[str]:
+    return [text for kind, data in events if kind == "progress_text" for source, text in [data] if source == node]
+
+
+def test_cancel_from_the_http_api_stops_generation(comfy):
+    """POST /interrupt (the Cancel button) while the VLM thinks: the prompt ends interrupted, long before 2048 tokens."""
+    sent = []
 
     def interrupt_early(kind, data):
-        if kind == "progress" and data.get("node") == "2" and data["value"] >= 3 and not interrupted:
-            interrupted.append(data["value"])
+        if kind == "progress_text" and data[0] == "2" and not sent:
             comfy.post("/interrupt", {})
+            sent.append(True)
 
     result, events = comfy.run_watching(think_graph(max_new_tokens=2048, seed=1), interrupt_early)
-    assert interrupted and not result.ok
-    assert result.messages("execution_interrupted")
-    last = max(data["value"] for kind, data in events if kind == "progress" and data.get("node") == "2")
-    assert last < 2048
+    assert sent and not result.ok and result.messages("execution_interrupted")
+    assert len(streamed(events)) < 100
 
 
-def test_conditioning_replaces_t5_with_aligned_tokens(comfy):
-    result = comfy.run(conditioning_graph(max_new_tokens=20))
+@pytest.mark.parametrize("at", [3, 7])
+def test_cancel_takes_effect_at_the_next_token(comfy, at):
+    """Cancel pressed right after the ``at``-th token was streamed (the test pack does it in the server, in the generating
+    thread): the VLM must stop before streaming another. ComfyUI 0.33 throttles its own progress-hook checks to one per
+    100 ms, so only the node's per-token check can stop it there."""
+    comfy.post("/thinkdiff_test/interrupt_after", {"texts": at})
+    result, events = comfy.run_watching(think_graph(max_new_tokens=2048, seed=at))
+    assert not result.ok and result.messages("execution_interrupted")
+    assert len(streamed(events)) == at
+
+
+def saved(comfy, prefix: str) -> dict[str, torch.Tensor]:
+    return load_file(str(comfy.base / "output" / f"{prefix}.safetensors"))
+
+
+def tiny_aligner(comfy, name: str = TINY_ALIGNER) -> Aligner:
+    """The aligner a loader node reads, built here by the library (its maths is tested against a float64 formula)."""
+    return Aligner.from_state_dict(load_aligner_weights(comfy.base / "models" / "thinkdiff" / name).state)
+
+
+def t5_ids(text: str, length: int) -> str:
+    """diffusers' T5 ids: the Hugging Face tokenizer padded / truncated to ``length`` (the end token kept)."""
+    return json.dumps(AutoTokenizer.from_pretrained(str(T5_TOKENIZER))(text, padding="max_length", max_length=length,
+                                                                      truncation=True).input_ids)
+
+
+def reference_nodes(graph: dict, clip: str, text: str, length: int, prefix: str) -> dict:
+    """Independent references from ComfyUI itself: T5 of diffusers' ids, and CLIPTextEncodeFlux's pooled CLIP-L(text)."""
+    return {**graph,
+            "50": {"class_type": "TestT5Encode", "inputs": {"clip": [clip, 0], "ids": t5_ids(text, length)}},
+            "51": {"class_type": "TestConditioningInfo", "inputs": {"conditioning": ["50", 0], "filename_prefix": f"{prefix}_t5"}},
+            "52": {"class_type": "CLIPTextEncodeFlux", "inputs": {"clip": [clip, 0], "clip_l": text, "t5xxl": text, "guidance": 3.5}},
+            "53": {"class_type": "TestConditioningInfo", "inputs": {"conditioning": ["52", 0], "filename_prefix": f"{prefix}_l"}}}
+
+
+@pytest.mark.parametrize("text", ["", "a photo of a red ball"])
+def test_lvlm_conditioning_is_the_aligned_features_then_t5_with_clip_l_pooled(comfy, text):
+    """Reference (thinkdiff-reference.md 3.5): cond = aligner(features) [+ T5(text, 128)], pooled = CLIP-L(text), guidance."""
+    graph = conditioning_graph(text=text, max_new_tokens=9, seed=3)
+    graph["9"] = {"class_type": "TestSaveFeatures", "inputs": {"features": ["2", 0], "filename_prefix": "lvlm_features"}}
+    result = comfy.run(reference_nodes(graph, "6", text, 128, "lvlm_ref"))
     assert result.ok, result.error
-    (info,) = [json.loads(t) for t in result.texts("8")]
-    assert info["cond"] == [1, 20, 32] and info["pooled_output"] == [1, 32] and info["guidance"] == 3.5
+    features = saved(comfy, "lvlm_features")["features"]
+    cond, pooled = saved(comfy, "lvlm")["0.cond"], saved(comfy, "lvlm")["0.pooled_output"]
+    assert features.shape == (9, 64) and cond.shape == (1, 9 + (128 if text else 0), 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(cond[0, :9], tiny_aligner(comfy)(features), rtol=1e-5, atol=1e-6)
+    if text:
+        torch.testing.assert_close(cond[:, 9:], saved(comfy, "lvlm_ref_t5")["0.cond"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pooled, saved(comfy, "lvlm_ref_l")["0.pooled_output"], rtol=1e-5, atol=1e-6)
+    assert json.loads(result.texts("8")[0])["guidance"] == 3.5
+
+
+def test_without_a_clip_the_pooled_vector_is_exactly_zero(comfy):
+    result = comfy.run(conditioning_graph(clip=False, max_new_tokens=5))
+    assert result.ok, result.error
+    assert torch.equal(saved(comfy, "lvlm")["0.pooled_output"], torch.zeros(1, 768))
+
+
+def test_the_vlm_and_aligner_are_evicted_when_another_model_needs_the_memory(comfy):
+    """What loading Flux does when memory is short (load_models_gpu -> free_memory): the VLM and the aligner make room."""
+    graph = conditioning_graph(max_new_tokens=4, seed=11)
+    graph["10"] = {"class_type": "TestFreeMemory", "inputs": {"after": ["7", 0], "gigabytes": 1e6}}
+    result = comfy.run(graph)
+    assert result.ok, result.error
+    before, after = (set(json.loads(text)) for text in result.texts("10"))
+    assert {"QwenVLEncoder", "Aligner"} <= before  # loaded by ComfyUI for the think and the alignment
+    assert not {"QwenVLEncoder", "Aligner"} & after
 
 
 def test_models_live_in_comfyuis_memory_manager(comfy):
@@ -279,18 +351,6 @@ def test_models_live_in_comfyuis_memory_manager(comfy):
     assert not {"QwenVLEncoder", "Aligner"} & set(loaded)
 
 
-def test_conditioning_without_clip_has_zero_pooled(comfy):
-    result = comfy.run(conditioning_graph(clip=False, max_new_tokens=5))
-    assert result.ok, result.error
-    assert json.loads(result.texts("8")[0])["pooled_output"] == [1, 768]
-
-
-def test_conditioning_appends_text_tokens(comfy):
-    result = comfy.run(conditioning_graph(text="a photo of a red ball", max_new_tokens=20))
-    assert result.ok, result.error
-    assert json.loads(result.texts("8")[0])["cond"] == [1, 20 + 128, 32]
-
-
 @pytest.mark.parametrize(("graph", "message"), [
     (lambda: think_graph(prompt="<image> and <image>", images=["thinkdiff_dots.png"]), "2 <image> placeholder"),
     (lambda: think_graph(prompt="   "), "no text"),
@@ -304,24 +364,117 @@ def test_bad_input_is_reported_on_the_node_and_loses_nothing(comfy, graph, messa
     assert comfy.run(think_graph(seed=123)).ok  # the server and the loaded models still work
 
 
-@pytest.mark.parametrize(("images", "tokens"), [(1, 65 + 128), (2, 65 + 65 + 128)])
-def test_clip_flux_conditioning(comfy, images, tokens):
-    result = comfy.run(clip_graph("ThinkDiffCLIPFluxConditioning", images=["thinkdiff_dots.png", "thinkdiff_blue_ball.png"][:images]))
+def broken_files(base: Path) -> dict[str, Path]:
+    """What users meet after an interrupted download or copy (issue 13), written into the server's models folder."""
+    models = base / "models"
+    half_copied = models / "LLM" / "half-copied-Qwen2-VL"  # weights and tokenizer, no config.json
+    truncated_vlm = models / "LLM" / "truncated-Qwen2-VL"  # complete but for the end of model.safetensors
+    shutil.copytree(models / "LLM" / TINY_VLM, half_copied, dirs_exist_ok=True)
+    (half_copied / "config.json").unlink()
+    shutil.copytree(models / "LLM" / TINY_VLM, truncated_vlm, dirs_exist_ok=True)
+    weights = truncated_vlm / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4096])
+    damaged_vision = models / "thinkdiff" / "damaged-vision.safetensors"  # its header is gone
+    damaged_vision.write_bytes(b"\x00" * 4096 + (models / "thinkdiff" / TINY_VISION).read_bytes()[4096:])
+    truncated_vision = models / "thinkdiff" / "truncated-vision.safetensors"  # its header is intact
+    truncated_vision.write_bytes((models / "thinkdiff" / TINY_VISION).read_bytes()[:-2048])
+    wide = make_aligner(models / "thinkdiff" / "wide-output-aligner.safetensors", out_dim=48)  # 64 -> 48, T5 is 32
+    legacy = models / "thinkdiff" / "legacy-format-aligner.pth"  # a pre-1.6 torch.save file
+    torch.save({"model": {k: v for k, v in load_file(str(models / "thinkdiff" / TINY_ALIGNER)).items()}}, legacy,
+               _use_new_zipfile_serialization=False)
+    return {"half_copied": half_copied, "truncated_vlm": truncated_vlm, "damaged_vision": damaged_vision,
+            "truncated_vision": truncated_vision, "wide": wide, "legacy": legacy}
+
+
+@pytest.fixture(scope="module")
+def broken(comfy):
+    files = broken_files(comfy.base)
+    yield {name: path.name for name, path in files.items()}
+    for path in files.values():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def options(object_info: dict, node: str, name: str) -> list[str]:
+    return object_info[node]["input"]["required"][name][1]["options"]
+
+
+def test_damaged_and_incomplete_models_are_listed_where_users_look_for_them(comfy, broken):
+    info = comfy.object_info()
+    assert {broken["half_copied"], broken["truncated_vlm"]} <= set(options(info, "ThinkDiffVLMLoader", "model"))
+    vision, aligners = options(info, "ThinkDiffVisionLoader", "vision_name"), options(info, "ThinkDiffAlignerLoader", "aligner_name")
+    assert broken["truncated_vision"] in vision and broken["truncated_vision"] not in aligners  # its header says "vision"
+    assert broken["damaged_vision"] in vision and broken["damaged_vision"] in aligners  # unreadable: shown in both lists
+    assert broken["legacy"] in aligners and TINY_VISION not in aligners and TINY_ALIGNER not in vision
+
+
+@pytest.mark.parametrize(("graph", "message"), [
+    (lambda b: think_graph(model=b["half_copied"]), r"half-copied-Qwen2-VL is not a Hugging Face model folder \(no config.json\)"),
+    (lambda b: think_graph(model=b["truncated_vlm"]), r"model.safetensors is truncated \([\d,]+ of [\d,]+ bytes.*download "
+                                                      r"model.safetensors again from https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct"),
+    (lambda b: clip_graph("ThinkDiffCLIPFluxConditioning", vision=b["damaged_vision"]),
+     r"damaged-vision.safetensors is not a .safetensors file.*damaged; extract or download it again"),
+    (lambda b: clip_graph("ThinkDiffCLIPFluxConditioning", vision=b["truncated_vision"]),
+     r"truncated-vision.safetensors is truncated .*extract or download it again"),
+    (lambda b: conditioning_graph(aligner=b["wide"]), r"wide-output-aligner.safetensors .* outputs 48-wide tokens but the connected "
+                                                      r"T5 is 32 wide"),
+    (lambda b: conditioning_graph(aligner=b["wide"], text="a red ball"), "outputs 48-wide tokens but the connected T5 is 32 wide"),
+])
+def test_damaged_models_and_wrong_widths_fail_on_their_node_before_sampling(comfy, broken, graph, message):
+    result = comfy.run(graph(broken))
+    assert not result.ok and re.search(message, result.error), result.error
+    failed = result.messages("execution_error")[0]["node_type"]
+    assert failed in {"ThinkDiffVLMLoader", "ThinkDiffVisionLoader", "ThinkDiffFluxConditioning"}
+
+
+def test_a_legacy_format_release_aligner_loads(comfy, broken):
+    result = comfy.run(conditioning_graph(aligner=broken["legacy"], max_new_tokens=3))
     assert result.ok, result.error
-    info = json.loads(result.texts("80")[0])
-    assert info["cond"] == [1, tokens, 32] and info["pooled_output"] == [1, 32] and info["guidance"] == 3.5
+    assert json.loads(result.texts("8")[0])["cond"] == [1, 3, 32]
 
 
-def test_clip_text_tokens_follow_the_image_tokens_and_set_the_pooled_vector(comfy):
-    """Reference: [aligned image (65), T5(text) (128)] and pooled = CLIP-L(text)."""
-    runs = {}
-    for text in ("a dog", "a watercolor cat"):
-        assert comfy.run(clip_graph("ThinkDiffCLIPFluxConditioning", text=text, prefix=text)).ok
-        runs[text] = load_file(comfy.base / "output" / f"{text}_0.safetensors")
-    dog, cat = runs["a dog"], runs["a watercolor cat"]
-    assert torch.equal(dog["0.cond"][:, :65], cat["0.cond"][:, :65])
-    assert not torch.equal(dog["0.cond"][:, 65:], cat["0.cond"][:, 65:])
-    assert not torch.equal(dog["0.pooled_output"], cat["0.pooled_output"])
+def image_tokens(comfy, names: list[str]) -> torch.Tensor:
+    """The tiny vision tower's tokens of the example images, computed here without ComfyUI: [images, 65, 48]."""
+    encoder = VisionTokenEncoder.from_file(comfy.base / "models" / "thinkdiff" / TINY_VISION)
+    return encoder.encode([Image.open(WORKFLOWS / "images" / name).convert("RGB") for name in names])
+
+
+@pytest.mark.parametrize("images", [["thinkdiff_dots.png"], ["thinkdiff_dots.png", "thinkdiff_blue_ball.png"]])
+def test_clip_flux_conditioning_is_aligned_image_tokens_then_t5_with_clip_l_pooled(comfy, images):
+    """Reference (thinkdiff-reference.md 4.3): [aligner(image 1) 65, aligner(image 2) 65, T5(text, 128)], pooled = CLIP-L(text)."""
+    graph = reference_nodes(clip_graph("ThinkDiffCLIPFluxConditioning", images=images, text="a dog", prefix="clip_flux"), "6",
+                            "a dog", 128, "clip_ref")
+    result = comfy.run(graph)
+    assert result.ok, result.error
+    out = saved(comfy, "clip_flux_0")
+    images_length = 65 * len(images)
+    assert out["0.cond"].shape == (1, images_length + 128, 32) and json.loads(result.texts("80")[0])["guidance"] == 3.5
+    with torch.inference_mode():
+        expected = tiny_aligner(comfy, TINY_CLIP_ALIGNER)(image_tokens(comfy, images)).reshape(1, images_length, 32)
+    torch.testing.assert_close(out["0.cond"][:, :images_length], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["0.cond"][:, images_length:], saved(comfy, "clip_ref_t5")["0.cond"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["0.pooled_output"], saved(comfy, "clip_ref_l")["0.pooled_output"], rtol=1e-5, atol=1e-6)
+
+
+def test_native_cogvideox_conditioning_is_226_tokens_and_a_t5_negative(comfy, object_info):
+    """Reference (4.4): positive = [aligner(image) 65, T5(text, 161)], negative = T5("", 226), as CogVideoXPipeline pads."""
+    if "TinyCogVideoXCLIPLoader" not in object_info:
+        pytest.skip("this ComfyUI has no native CogVideoX (0.21+)")
+    graph = clip_graph("ThinkDiffCogVideoXConditioning", text="a panda playing guitar", negative_text="", total_tokens=226,
+                       prefix="cogvideox")
+    graph["6"] = {"class_type": "TinyCogVideoXCLIPLoader", "inputs": {"clip_name": "t5xxl-tiny-random.safetensors"}}
+    for name, text, length in (("60", "a panda playing guitar", 161), ("62", "", 226)):
+        graph[name] = {"class_type": "TestT5Encode", "inputs": {"clip": ["6", 0], "ids": t5_ids(text, length)}}
+        graph[str(int(name) + 1)] = {"class_type": "TestConditioningInfo",
+                                     "inputs": {"conditioning": [name, 0], "filename_prefix": f"cogvideox_ref_{length}"}}
+    result = comfy.run(graph)
+    assert result.ok, result.error
+    positive, negative = saved(comfy, "cogvideox_0")["0.cond"], saved(comfy, "cogvideox_1")["0.cond"]
+    assert positive.shape == negative.shape == (1, 226, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(positive[:, :65], tiny_aligner(comfy, TINY_CLIP_ALIGNER)(image_tokens(comfy, ["thinkdiff_dots.png"])),
+                                   rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(positive[:, 65:], saved(comfy, "cogvideox_ref_161")["0.cond"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(negative, saved(comfy, "cogvideox_ref_226")["0.cond"], rtol=1e-5, atol=1e-6)
 
 
 def test_native_cogvideox_needs_a_newer_comfyui(comfy, object_info):

@@ -16,6 +16,7 @@ from tests.support.tiny_models import make_aligner
 from thinkdiff import doctor
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.model_setup import BY_NAME, CATALOGUE, missing_message
+from thinkdiff.safetensors_header import read_header
 
 WORKFLOWS = doctor.shipped_workflows(REPO)
 SOURCE, OUT = 64, 32  # tiny widths: VLM / vision hidden size, aligner output = diffusion context = T5 width
@@ -91,7 +92,7 @@ def test_damaged_file_is_reported_not_raised(tmp_path):
     result = report(tmp_path, workflow)
     assert not result.ready and any("cannot read" in text for ok, text in result.fits if not ok)
     with pytest.raises(ThinkDiffError, match="not a .safetensors file"):
-        doctor.read_safetensors_header(tmp_path / "models" / aligner.model.folder / aligner.model.name)
+        read_header(tmp_path / "models" / aligner.model.folder / aligner.model.name)
 
 
 def test_every_model_of_the_shipped_workflows_is_catalogued_and_documented():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import urllib.request
 from io import BytesIO
 from typing import Any
@@ -15,8 +16,10 @@ from PIL import Image
 
 from tests.support.comfy_server import PACK_NAME, ComfyServer
 from tests.support.frontend import Frontend, chromium_available
-from tests.support.paths import COMFYUI_VERSION, DEV
-from tests.support.shipping import declared_node_ids, install_like_manager, stand_in_models
+from tests.support.paths import COMFYUI_VERSION, DEV, REPO
+from tests.support.shipping import declared_node_ids, install_like_manager, lean_python, stand_in_models
+from tests.support.tiny_comfy import TINY_ALIGNER, TINY_VLM
+from tests.support.tiny_models import make_aligner, make_qwen2vl
 from thinkdiff.doctor import shipped_workflows
 from thinkdiff.workflow_api import VIRTUAL_NODES, ui_to_api
 
@@ -26,15 +29,50 @@ ARTIFACTS = DEV / "artifacts" / "frontend"
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory):
+    """This pack installed as the Manager does into an environment with only ComfyUI's own requirements, and served."""
     base = tmp_path_factory.mktemp("manager_install")
-    pack, pip = install_like_manager(base)
+    python = lean_python(base)
+    pack, pip = install_like_manager(base, python)
     assert pip.returncode == 0, pip.stdout + pip.stderr
     for image in (pack / "workflows" / "images").glob("*.png"):  # what the templates' LoadImage nodes name
         shutil.copy(image, base / "input" / image.name)
     stand_in_models(base / "models", shipped_workflows(pack))  # frontends >= 1.4x flag loaders whose files are absent
-    with ComfyServer(base) as server:
+    make_qwen2vl(base / "models" / "LLM" / TINY_VLM)
+    make_aligner(base / "models" / "thinkdiff" / TINY_ALIGNER)
+    with ComfyServer(base, python=python) as server:
         server.pack, server.pip = pack, pip
         yield server
+
+
+def test_the_lean_environment_lacks_what_only_the_tests_install(installed):
+    """The server runs in a venv with ComfyUI's requirements and this pack's, nothing from requirements-dev.txt."""
+    python = installed.python
+    probe = "import importlib.util as u; print([m for m in ('diffusers', 'accelerate', 'pytest', 'playwright') if u.find_spec(m)])"
+    assert subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    wanted = [line.split(">=")[0] for line in (REPO / "requirements.txt").read_text().split() if line]
+    probe = f"import importlib.metadata as m; print(all(m.version(n) for n in {wanted!r}))"
+    assert subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "True"
+
+
+def test_the_pack_thinks_and_aligns_in_the_lean_environment(installed):
+    """Runs the VLM (transformers, the chat template) and the aligner with only ComfyUI's and this pack's requirements."""
+    graph = {
+        "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": TINY_VLM, "dtype": "fp32", "device": "default"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_blue_ball.png"}},
+        "3": {"class_type": "ThinkDiffVLMEncode", "inputs": {
+            "vlm": ["1", 0], "images": ["2", 0], "prompt": "Describe <image>.", "seed": 1, "max_new_tokens": 4,
+            "temperature": 0.6, "top_p": 0.9, "greedy": False, "stop_at_eos": False, "picture_labels": "auto",
+            "min_pixels": 3136, "max_pixels": 65536}},
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}},
+        "5": {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": TINY_ALIGNER}},
+        "6": {"class_type": "ThinkDiffFluxConditioning", "inputs": {"features": ["3", 0], "aligner": ["5", 0], "guidance": 3.5,
+                                                                    "text": "", "text_tokens": 128}},
+        "7": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["6", 0]}},
+        "8": {"class_type": "PreviewAny", "inputs": {"source": ["7", 0]}},
+    }
+    result = installed.run(graph)
+    assert result.ok, result.error + installed.log()[-3000:]
+    assert result.texts("4")[0].strip()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2VisionModel
 
-from tests.support.tiny_models import TINY_VISION_TOWER, make_aligner, tiny_vision_config
+from tests.support.tiny_models import TINY_VISION_TOWER, make_aligner, make_vision, tiny_vision_config
 from thinkdiff.__main__ import main as cli
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.vision import CLIP_MEAN, CLIP_STD, VisionTokenEncoder, image_tokens, save_vision_file
@@ -112,8 +112,16 @@ def test_missing_and_corrupt_vision_files(tmp_path):
     with pytest.raises(ThinkDiffError, match="not found"):
         VisionTokenEncoder.from_file(tmp_path / "none.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"junk" * 20)
-    with pytest.raises(ThinkDiffError, match="not a readable"):
+    with pytest.raises(ThinkDiffError, match="not a .safetensors file .*damaged; extract or download it again"):
         VisionTokenEncoder.from_file(tmp_path / "bad.safetensors")
+
+
+def test_a_truncated_vision_file_is_named_with_its_missing_bytes(tmp_path):
+    path = make_vision(tmp_path / "vision.safetensors")
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[: size - 1000])
+    with pytest.raises(ThinkDiffError, match=rf"vision.safetensors is truncated \({size - 1000:,} of {size:,} bytes.*extract or download"):
+        VisionTokenEncoder.from_file(path)
 
 
 def test_no_images():

@@ -115,16 +115,6 @@ def test_trim_at_eos_keeps_rows_up_to_the_end_token():
     assert trim_at_eos(features, ids, 4)[1].tolist() == ids.tolist()
 
 
-def test_stop_at_eos_ends_generation(encoder):
-    (answer,) = encoder.encode([VLMRequest("hello")], SamplingOptions(max_new_tokens=40, stop_at_eos=True, temperature=2.0))
-    eos_positions = torch.isin(answer.token_ids, torch.tensor(encoder.eos_token_id)).nonzero()
-    if len(eos_positions):  # stopped: the end token is the last row
-        assert int(eos_positions[0]) == answer.num_tokens - 1
-    else:
-        assert answer.num_tokens == 40
-    assert answer.features.shape[0] == answer.num_tokens
-
-
 def test_batch_matches_single_requests(encoder, two_images):
     requests = [VLMRequest(COBSAT, two_images), VLMRequest("a short text-only prompt")]
     options = SamplingOptions(max_new_tokens=6, greedy=True)
@@ -199,3 +189,45 @@ def test_a_prompt_beyond_the_context_fails_in_prepare_with_the_fix(encoder, two_
         encoder.prepare(request, max_new_tokens=11)
     with pytest.raises(ThinkDiffError, match="at most"):
         encoder.encode(request, SamplingOptions(max_new_tokens=11))
+
+
+def test_a_truncated_weights_file_is_named_with_the_fix(tmp_path, tiny_vlm_folder):
+    folder = tmp_path / "interrupted-download"
+    shutil.copytree(tiny_vlm_folder, folder)
+    weights = folder / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 2])
+    with pytest.raises(ThinkDiffError, match=rf"model.safetensors is truncated \({size // 2:,} of {size:,} bytes.*download "
+                                             r"model.safetensors again from https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct"):
+        QwenVLEncoder.from_folder(folder)
+
+
+@pytest.fixture
+def eos_from_the_fourth_token(encoder):
+    """A biased head: from the 4th forward pass on (the 4th generated token), the end token's logit is +1e4."""
+    eos = encoder.eos_token_id[0]
+    calls = []
+
+    def bias(_module, _inputs, logits):
+        calls.append(1)
+        if len(calls) >= 4:
+            logits = logits.clone()
+            logits[..., eos] += 1e4
+        return logits
+
+    handle = encoder.model.lm_head.register_forward_hook(bias)
+    yield eos
+    handle.remove()
+
+
+def test_stop_at_eos_stops_at_the_end_token(encoder, eos_from_the_fourth_token):
+    (answer,) = encoder.encode([VLMRequest("hello")], SamplingOptions(max_new_tokens=12, stop_at_eos=True))
+    assert answer.token_ids.tolist()[-1] == eos_from_the_fourth_token and answer.num_tokens == 4
+    assert answer.features.shape[0] == 4
+
+
+def test_the_papers_sampling_masks_the_end_token(encoder, eos_from_the_fourth_token):
+    """vLLM min_tokens = max_tokens: the end token can never be sampled, however likely, and all 12 rows come."""
+    for greedy in (True, False):
+        (answer,) = encoder.encode([VLMRequest("hello")], SamplingOptions(max_new_tokens=12, greedy=greedy))
+        assert answer.num_tokens == 12 and not set(answer.token_ids.tolist()) & set(encoder.eos_token_id)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ThinkDiffError
 from .model_setup import ModelFile, describe
+from .safetensors_header import read_header
 
 PACK_ROOT = Path(__file__).absolute().parents[1]
 WORKFLOW_FOLDERS = ("example_workflows", "workflows")
@@ -28,7 +28,6 @@ LOADERS = {"ThinkDiffVLMLoader": ("LLM", (0,), True), "ThinkDiffAlignerLoader": 
            "DualCLIPLoader": ("text_encoders", (0, 1), False), "CLIPVisionLoader": ("clip_vision", (0,), False)}
 # Folders ComfyUI also searches for a models key (folder_paths.py legacy names).
 FOLDER_ALIASES = {"text_encoders": ("text_encoders", "clip"), "diffusion_models": ("diffusion_models", "unet")}
-MAX_HEADER_BYTES = 100 * 2**20
 ALIGNER_IN = ("in_proj.weight", "mm_projector.0.weight")
 ALIGNER_OUT = ("out_proj.weight", "mm_projector.2.weight")
 CONTEXT_KEYS = {"txt_in.weight": "Flux context", "patch_embed.text_proj.weight": "CogVideoX context"}
@@ -67,21 +66,6 @@ class WorkflowReport:
                 lines += [f"  [missing]  {where}  (for {req.node_type})", f"             {req.model.guidance()}"]
         lines += [f"  [{'fits' if ok else 'MISMATCH'}]{' ' * (6 if ok else 2)} {text}" for ok, text in self.fits]
         return "\n".join(lines)
-
-
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a .safetensors file (tensor names, dtypes, shapes, ``__metadata__``) without reading tensors."""
-    with open(path, "rb") as f:
-        size_bytes = f.read(8)
-        if len(size_bytes) != 8:
-            raise ThinkDiffError(f"{path.name} is not a .safetensors file (too short)")
-        (size,) = struct.unpack("<Q", size_bytes)
-        if size > MAX_HEADER_BYTES:
-            raise ThinkDiffError(f"{path.name} is not a .safetensors file (header of {size} bytes)")
-        try:
-            return json.loads(f.read(size))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ThinkDiffError(f"{path.name} is not a .safetensors file ({e})") from e
 
 
 def _shape(header: dict[str, Any], names: tuple[str, ...]) -> list[int] | None:
@@ -125,7 +109,7 @@ def _widths(req: Requirement) -> dict[str, int]:
         return {"source": int(hidden)} if hidden else {}
     if path.suffix.lower() not in (".safetensors", ".sft"):
         return {}
-    header = read_safetensors_header(path)
+    header = read_header(path)
     metadata = header.get("__metadata__") or {}
     widths: dict[str, int] = {}
     if req.node_type == "ThinkDiffVisionLoader" and metadata.get("hidden_size"):

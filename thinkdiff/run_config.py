@@ -31,8 +31,8 @@ def parse_value(text: str) -> Any:
 
 
 def build_section(cls: type, values: dict[str, Any], name: str) -> Any:
-    """``cls(**values)`` after checking names and types against ``cls``'s defaults (ints are accepted as floats) and
-    values of ``Literal`` fields against their choices."""
+    """``cls(**values)`` after checking names and types against ``cls``'s defaults (ints are accepted as floats), values of
+    ``Literal`` fields against their choices, and building ``list[<dataclass>]`` fields from arrays of tables."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -41,7 +41,13 @@ def build_section(cls: type, values: dict[str, Any], name: str) -> Any:
     checked = {}
     for key, value in values.items():
         default = getattr(defaults, key)
-        if isinstance(default, tuple):
+        item = typing.get_args(hints[key])[0] if typing.get_origin(hints[key]) is list else None
+        if dataclasses.is_dataclass(item):  # an array of tables, e.g. [[data.sources]]
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ThinkDiffError(f"[{name}] {key} must be a list of tables ([[{name}.{key}]] with "
+                                     f"{'/'.join(f.name for f in dataclasses.fields(item))})")
+            value = [build_section(item, dict(table), f"{name}.{key} #{number}") for number, table in enumerate(value, 1)]
+        elif isinstance(default, tuple):
             value = tuple(value)
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)

@@ -8,10 +8,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import ThinkDiffError
+from .safetensors_header import check_complete
 
 
 def read_safetensors(path: Path, redo: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """``(metadata, tensors)`` of ``path`` on the CPU; an unreadable file raises with ``redo`` as the fix."""
+    check_complete(path, redo)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import transformers
 from PIL import Image
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoProcessor,
@@ -31,6 +32,7 @@ from .errors import ThinkDiffError
 from .hf_compat import dtype_kwarg
 from .images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, fit_to_pixel_budget
 from .prompts import PictureLabels, render_chat
+from .safetensors_header import check_complete
 from .sampling import TopPSampler
 
 QWEN2_VL_URL = "https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct"
@@ -213,11 +215,13 @@ class QwenVLEncoder(nn.Module):
         model_class = getattr(transformers, SUPPORTED_MODEL_TYPES[model_type])
         if not (folder / "tokenizer.json").is_file() and not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
             raise _missing_tokenizer(folder)  # transformers 4.x would try a slow-tokenizer conversion and fail on protobuf
+        for weights in sorted(folder.glob("*.safetensors")):  # name the damaged file, not safetensors' "not fully covered"
+            check_complete(weights, f"download {weights.name} again from {QWEN2_VL_URL}")
         try:
             processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
             model = model_class.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=True,
                                                 attn_implementation=attn_implementation, **dtype_kwarg(dtype))
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, SafetensorError) as e:
             raise ThinkDiffError(f"could not load the model in {folder}: {e}. The folder must hold the complete "
                                  f"download of {QWEN2_VL_URL} (config, tokenizer, preprocessor and *.safetensors files).") from e
         _check_tokenizer(processor.tokenizer, model.config, folder)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.safetensors_header import check_complete
 
 PREFIX = "step-"
 PARTIAL = ".partial"
@@ -118,11 +119,21 @@ def save_checkpoint(accelerator: Any, run_dir: Path, aligner: nn.Module, optimiz
     return final
 
 
+def _damaged(path: Path) -> str:
+    return f"delete {path} to resume from the previous checkpoint (or from the start if it was the only one)"
+
+
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The aligner weights and ``state.json`` of a checkpoint."""
+    """The aligner weights and ``state.json`` of a checkpoint, after checking that its files are whole."""
     if not (path / STATE_FILE).is_file():
         raise ThinkDiffError(f"{path} is not a finished training checkpoint (no {STATE_FILE})")
-    return load_file(str(path / ALIGNER_FILE)), json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    for tensors in sorted(path.glob("*.safetensors")):
+        check_complete(tensors, _damaged(path))
+    try:
+        record = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ThinkDiffError(f"{path / STATE_FILE} is damaged ({e}): {_damaged(path)}") from e
+    return load_file(str(path / ALIGNER_FILE)), record
 
 
 def load_checkpoint(accelerator: Any, path: Path, aligner: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:

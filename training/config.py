@@ -14,11 +14,7 @@ from typing import Any, Literal
 
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from thinkdiff.run_config import load_sections
 
 Variant = Literal["lvlm", "clip"]
 
@@ -168,59 +164,9 @@ class Config:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "base_dir"}
 
 
-def _parse_value(text: str) -> Any:
-    """A TOML value (``3``, ``1e-4``, ``true``, ``["a"]``, ``"x"``); anything else is a bare string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _section(cls: type, values: dict[str, Any], name: str) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ThinkDiffError(f"unknown setting(s) in [{name}]: {', '.join(unknown)}; known: {', '.join(known)}")
-    defaults = cls()
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        if key == "sources" and cls is DataConfig:
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                raise ThinkDiffError("[data] sources must be a list of tables ([[data.sources]] with captions/images/shards/weight)")
-            value = [_section(SourceConfig, dict(table), f"[data.sources] {number}") for number, table in enumerate(value, 1)]
-        elif isinstance(default, tuple):
-            value = tuple(value)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif type(default) is not type(value):
-            raise ThinkDiffError(f"[{name}] {key} must be a {type(default).__name__}, got {value!r}")
-        values[key] = value
-    return cls(**values)
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read a TOML config (or only defaults) and apply ``section.key=value`` overrides."""
-    tables: dict[str, dict[str, Any]] = {}
-    base_dir = Path.cwd()
-    if path:
-        path = Path(path)
-        try:
-            tables = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ThinkDiffError(f"cannot read config {path}: {e}") from e
-        base_dir = path.resolve().parent
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not (sep and dot and name):
-            raise ThinkDiffError(f"override {item!r} must look like section.key=value")
-        tables.setdefault(section, {})[name] = _parse_value(value.strip())
-    sections = {f.name: f.default_factory for f in dataclasses.fields(Config) if f.name != "base_dir"}
-    unknown = sorted(set(tables) - set(sections))
-    if unknown:
-        raise ThinkDiffError(f"unknown config section(s): {', '.join(unknown)}; known: {', '.join(sections)}")
-    config = Config(**{name: _section(type(factory()), tables.get(name, {}), name) for name, factory in sections.items()},
-                    base_dir=base_dir)
+    config = load_sections(Config, path, overrides)
     if config.run.variant not in ("lvlm", "clip"):
         raise ThinkDiffError(f"[run] variant must be lvlm or clip, got {config.run.variant!r}")
     data = config.data

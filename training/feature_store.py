@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.safetensors_header import check_complete
 
 MANIFEST = "manifest.json"
 
@@ -37,7 +38,8 @@ def shard_stem(shard_id: int) -> str:
     return f"shard-{shard_id:06d}"
 
 
-def _write_atomic(path: Path, write: Any) -> None:
+def write_atomic(path: Path, write: Any) -> None:
+    """``write(tmp)``, then rename to ``path``: a reader sees the whole file or none."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -53,9 +55,9 @@ def write_shard(folder: Path, shard_id: int, samples: list[GeneratedSample], hid
         "offsets": lengths.cumsum(0),
     }
     stem = shard_stem(shard_id)
-    _write_atomic(folder / f"{stem}.safetensors", lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p)))
+    write_atomic(folder / f"{stem}.safetensors", lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p)))
     records = {"samples": [{"key": s.key, "instruction": s.instruction, "text": s.text} for s in samples], "skipped": skipped}
-    _write_atomic(folder / f"{stem}.json", lambda p: p.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8"))
+    write_atomic(folder / f"{stem}.json", lambda p: p.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8"))
 
 
 def finished_shards(folder: Path) -> list[int]:
@@ -64,7 +66,7 @@ def finished_shards(folder: Path) -> list[int]:
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomic(folder / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1), encoding="utf-8"))
+    write_atomic(folder / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1), encoding="utf-8"))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -72,6 +74,19 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ThinkDiffError(f"{folder} holds no precomputed features ({MANIFEST} missing): run `python -m training precompute` first")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_shard_records(folder: Path, shard_id: int) -> dict[str, Any]:
+    """A finished shard's JSON, after checking that its tensors file is whole; a damaged shard names its fix."""
+    stem = shard_stem(shard_id)
+    redo = f"delete {stem}.json and {stem}.safetensors in {folder} and rerun `python -m training precompute` to redo that shard"
+    if not (folder / f"{stem}.safetensors").is_file():
+        raise ThinkDiffError(f"{stem}.safetensors is missing: {redo}")
+    check_complete(folder / f"{stem}.safetensors", redo)
+    try:
+        return json.loads((folder / f"{stem}.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ThinkDiffError(f"{stem}.json is damaged ({e}): {redo}") from e
 
 
 class FeatureShards(Dataset):
@@ -83,7 +98,7 @@ class FeatureShards(Dataset):
         self.index: list[tuple[int, int]] = []  # (shard id, row in shard)
         self.skipped_inputs = 0
         for shard_id in finished_shards(folder):
-            records = json.loads((folder / f"{shard_stem(shard_id)}.json").read_text(encoding="utf-8"))
+            records = _read_shard_records(folder, shard_id)
             self.index.extend((shard_id, row) for row in range(len(records["samples"])))
             self.skipped_inputs += records["skipped"]
         if not self.index:

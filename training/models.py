@@ -23,12 +23,14 @@ from thinkdiff.aligner import Aligner
 from thinkdiff.dtypes import DTYPES as ALL_DTYPES
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.hf_compat import dtype_kwarg
+from thinkdiff.safetensors_header import check_complete
 from thinkdiff.vision import VisionTokenEncoder
 
 from .config import Config, Variant
 
 DTYPES = {name: ALL_DTYPES[name] for name in ("bf16", "fp32")}  # fp16 overflows in T5
 ENCODER_NORM_KEY = "encoder.final_layer_norm.weight"
+T5_URL = "https://huggingface.co/google/flan-t5-xxl"
 CLIP_INIT_STD = 0.02
 
 
@@ -54,7 +56,12 @@ def _stored_tensor(folder: Path, key: str) -> torch.Tensor | None:
 def load_frozen_t5(folder: Path, dtype: torch.dtype, keep_encoder: bool, dropout: bool) -> FrozenT5:
     if not (folder / "config.json").is_file():
         raise ThinkDiffError(f"{folder} is not a T5 model folder; download google/flan-t5-xxl there")
-    model = T5ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True, **dtype_kwarg(dtype))
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_complete(weights, f"download {weights.name} of {T5_URL} again")
+    try:
+        model = T5ForConditionalGeneration.from_pretrained(str(folder), local_files_only=True, **dtype_kwarg(dtype))
+    except (OSError, ValueError) as e:
+        raise ThinkDiffError(f"could not load the T5 in {folder}: {e}. It must hold the complete download of {T5_URL}.") from e
     stored = _stored_tensor(folder, ENCODER_NORM_KEY)
     norm = (stored if stored is not None else model.encoder.final_layer_norm.weight).detach().float().clone()
     if not keep_encoder:

@@ -7,7 +7,6 @@ import ast
 import json
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from thinkdiff.doctor import workflow_requirements
 from thinkdiff.vision import VISION_FORMAT
 
 from .comfy_server import PACK_NAME
-from .paths import REPO
+from .paths import COMFYUI_VERSION, DEV, REPO, SUPPORTED_COMFYUI
 
 SHIPPED_CODE = ("__init__.py", "nodes", "thinkdiff")
 FORBIDDEN_CALLS = {"exec", "eval", "compile", "__import__", "breakpoint"}
@@ -44,8 +43,21 @@ def copy_clone(dest: Path, repo: Path = REPO) -> Path:
     return dest
 
 
-def install_like_manager(base: Path, python: str = sys.executable) -> tuple[Path, subprocess.CompletedProcess]:
-    """A ComfyUI base dir with this pack copied into custom_nodes/ and ``pip install -r requirements.txt`` run, as the Manager does."""
+def lean_python(base: Path) -> str:
+    """A throwaway virtual environment under ``base`` that holds only ComfyUI's own requirements (an overlay on
+    .dev/venv-lean, built by scripts/bootstrap.sh for this ComfyUI version): what a user's ComfyUI has before the Manager
+    installs this pack's requirements into it."""
+    lean = DEV / ("venv-lean" if SUPPORTED_COMFYUI[-1] == COMFYUI_VERSION else f"venv-lean-comfyui-{COMFYUI_VERSION}")
+    if not (lean / "bin" / "python").is_file():
+        raise FileNotFoundError(f"no {lean}: run scripts/bootstrap.sh")
+    subprocess.run(["bash", str(REPO / "scripts" / "overlay_venv.sh"), str(lean), str(base / "venv")], check=True,
+                   capture_output=True)
+    return str(base / "venv" / "bin" / "python")
+
+
+def install_like_manager(base: Path, python: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """A ComfyUI base dir with this pack copied into custom_nodes/ and ``pip install -r requirements.txt`` run with
+    ``python``, as the Manager does."""
     for sub in ("models", "custom_nodes", "input", "output", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     pack = copy_clone(base / "custom_nodes" / PACK_NAME)

@@ -12,7 +12,7 @@ from thinkdiff.workflow_api import ui_to_api
 from .comfy_server import prepare_base
 from .comfy_weights import FILES, write_all
 from .paths import REPO
-from .tiny_models import make_aligner, make_qwen2vl, make_vision
+from .tiny_models import TINY_VISION_TOWER, make_aligner, make_qwen2vl, make_vision
 
 TINY_VLM = "tiny-random-Qwen2-VL"
 TINY_ALIGNER = "tiny-random-aligner.safetensors"
@@ -49,7 +49,7 @@ def make_tiny_base(base: Path) -> Path:
     write_all(models)
     make_qwen2vl(models / "LLM" / TINY_VLM)
     make_aligner(models / "thinkdiff" / TINY_ALIGNER)
-    make_aligner(models / "thinkdiff" / TINY_CLIP_ALIGNER, in_dim=32, variant="clip")
+    make_aligner(models / "thinkdiff" / TINY_CLIP_ALIGNER, in_dim=TINY_VISION_TOWER["hidden_size"], variant="clip")
     make_vision(models / "thinkdiff" / TINY_VISION)
     for image in (WORKFLOWS / "images").glob("*.png"):
         shutil.copy(image, base / "input" / image.name)

@@ -3,7 +3,8 @@
 Every builder is seeded, so the same call gives the same weights. Sizes:
   tiny Qwen2-VL  text hidden 64, 2 layers; vision depth 2      (real Qwen2 tokenizer from the ComfyUI tree)
   tiny aligner   64 -> 128 -> 32                              (output = the tiny Flux's T5 width)
-  tiny vision    BLIP-2 vision tower 32 wide, 2 layers, 224 px, patch 14 (CLIP-variant aligner 32 -> 128 -> 32)
+  tiny vision    BLIP-2 vision tower 48 wide, 2 layers, 224 px, patch 14 (CLIP-variant aligner 48 -> 128 -> 32: every
+                 width differs, so a skipped step cannot pass)
 Flux/CogVideoX/CLIP/T5/VAE test weights come from comfy_weights.py (ComfyUI's own classes).
 """
 
@@ -43,6 +44,9 @@ TINY_VISION = dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2)
 # Real sizes of Qwen2-VL-2B / 7B (benchmarks pass fewer layers on the CPU).
 WIDTHS = {
     "tiny": (TINY_TEXT, TINY_VISION, True),
+    # vLLM's CPU attention takes head sizes of 32 and up: 2 heads x 32 (1 KV head), mrope_section summing to 32 / 2.
+    "tiny-hd32": (dict(TINY_TEXT, num_attention_heads=2, num_key_value_heads=1, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}),
+                  TINY_VISION, True),
     "2b": (dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
                 rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
            dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4), True),
@@ -109,7 +113,7 @@ def make_aligner(path: Path, in_dim: int = 64, hidden_dim: int = 128, out_dim: i
                                 source_model="tiny random test model (not trained)")
 
 
-TINY_VISION_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+TINY_VISION_TOWER = dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                          image_size=224, patch_size=14)
 
 

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from tests.support.paths import QWEN_TOKENIZER
+from tests.support.tiny_models import TINY_VISION_TOWER
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.vision import VisionTokenEncoder
@@ -136,7 +137,7 @@ def test_clip_end_to_end_counts_bad_samples(run_config, t5_folder: Path, vision_
         last = list(csv.DictReader(f))[-1]
     assert (int(last["samples"]), int(last["skipped"])) == (14, 2)  # one epoch: the unreadable file, the empty caption
     weights = load_aligner_weights(export_aligner(run_dir, tmp_path / "clip.safetensors"))
-    assert weights.variant == "clip" and weights.in_dim == 32
+    assert weights.variant == "clip" and weights.in_dim == TINY_VISION_TOWER["hidden_size"] == 48
     tokens = VisionTokenEncoder.from_file(vision_file).encode([Image.new("RGB", (64, 48), "red")])
     with torch.inference_mode():
         assert Aligner.from_state_dict(weights.state)(tokens).shape == (1, 65, T5_WIDTH)

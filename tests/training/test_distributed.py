@@ -19,8 +19,11 @@ from tests.training.conftest import tiny_run_overrides
 from tests.training.test_align import clip_settings
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights
-from training.config import Config
+from training.batching import StepBatches
+from training.config import Config, load_config
 from training.feature_store import finished_shards
+from training.optim import make_optimizer, set_learning_rate
+from training.trainer import build_task
 
 
 def launch_two(command: str, output: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -63,3 +66,30 @@ def test_two_process_clip_alignment(tmp_path: Path, t5_folder: Path, vision_file
     weights = load_aligner_weights(run / "aligner.safetensors")
     assert weights.metadata["training_steps"] == "4"
     assert Aligner.from_state_dict(weights.state)(torch.randn(65, weights.in_dim)).shape == (65, weights.out_dim)
+
+
+def test_two_processes_train_as_one_process_averaging_their_halves(tmp_path: Path, t5_folder: Path, vision_file: Path,
+                                                                   photo_set: Path):
+    """DDP is exact: 2 processes x batch 3 end with the weights of one process that, each step, averages the losses of the
+    two halves of the global batch of 6 (process r's half = StepBatches(rank=r)). Deterministic: no dropout, fp32."""
+    settings = clip_settings(t5_folder, vision_file, photo_set, "train.batch_size=3", "train.max_steps=3",
+                             "train.checkpoint_every=3", "model.t5_dropout=false")
+    run = tmp_path / "ddp"
+    launch_two("align", run, *settings)
+    ddp = load_file(str(run / "checkpoints" / "step-00000003" / "aligner.safetensors"))
+
+    config = load_config(None, tiny_run_overrides(tmp_path / "single", *settings))
+    task = build_task(config, torch.device("cpu"))
+    optimizer = make_optimizer(task.aligner, config.optim)
+    halves = [iter(StepBatches(task.sizes, task.weights, 3, config.run.seed, rank, 2, 0, 3)) for rank in (0, 1)]
+    for step in range(3):
+        set_learning_rate(optimizer, step, config.optim)
+        losses = []
+        for half in halves:
+            batch = task.collator([task.dataset[ref] for ref in next(half)])
+            losses.append(task.objective.loss(task.aligner, batch) if batch["samples"] else torch.zeros(()))
+        (sum(losses) / 2).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    for key, value in task.aligner.state_dict().items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-7, msg=key)

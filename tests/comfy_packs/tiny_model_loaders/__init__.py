@@ -26,13 +26,20 @@ import comfy.supported_models_base
 import comfy.utils
 import folder_paths
 import torch
+from aiohttp import web
 from safetensors import safe_open
 from safetensors.torch import save_file
+from server import PromptServer
 
 
 def _metadata(path):
     with safe_open(path, framework="pt") as f:
         return f.metadata() or {}
+
+
+def loaded_models() -> list[str]:
+    """Class names of the modules in ComfyUI's memory manager."""
+    return [type(loaded.model.model).__name__ for loaded in mm.current_loaded_models]
 
 
 class TinyFluxUNETLoader:
@@ -143,6 +150,66 @@ class TestSigmas:
         return {"ui": {"text": [json.dumps(sigmas.double().tolist())]}}
 
 
+class TestT5Encode:
+    """A CLIP's T5 encoding of given token ids (e.g. diffusers' fixed-length padding from the Hugging Face tokenizer), as
+    CONDITIONING with the CLIP's pooled vector of the empty prompt: an independent reference for the ThinkDiff nodes."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip": ("CLIP",), "ids": ("STRING", {"default": "[1]"})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "testing/tiny_models"
+
+    def encode(self, clip, ids):
+        tokens = clip.tokenize("")
+        tokens["t5xxl"] = [[(int(i), 1.0) for i in json.loads(ids)]]
+        cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+        return ([[cond, {"pooled_output": pooled}]],)
+
+
+class TestSaveFeatures:
+    """Saves a ThinkDiff VLM answer (features and token ids) to output/<prefix>.safetensors."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"features": ("THINKDIFF_FEATURES",), "filename_prefix": ("STRING", {"default": "features"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = "testing/tiny_models"
+
+    def save(self, features, filename_prefix):
+        save_file({"features": features.features.float().contiguous(), "token_ids": features.token_ids.contiguous()},
+                  os.path.join(folder_paths.get_output_directory(), f"{filename_prefix}.safetensors"))
+        return {"ui": {"text": [features.text]}}
+
+
+class TestFreeMemory:
+    """Asks ComfyUI's memory manager for ``gigabytes`` on the main device (as a large model's load does); reports the loaded
+    models before and after (two JSON lists)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"after": ("CONDITIONING",), "gigabytes": ("FLOAT", {"default": 1e6})}}
+
+    @classmethod
+    def IS_CHANGED(cls, after, gigabytes):
+        return float("nan")
+
+    RETURN_TYPES = ()
+    FUNCTION = "free"
+    OUTPUT_NODE = True
+    CATEGORY = "testing/tiny_models"
+
+    def free(self, after, gigabytes):
+        before = loaded_models()
+        mm.free_memory(gigabytes * 2**30, mm.get_torch_device())
+        return {"ui": {"text": [json.dumps(before), json.dumps(loaded_models())]}}
+
+
 class TestConditioningInfo:
     """Reports a CONDITIONING's shapes and keys as UI text and saves its tensors, so tests can check what a node built.
 
@@ -188,12 +255,36 @@ class TestLoadedModels:
     CATEGORY = "testing/tiny_models"
 
     def report(self, after):
-        return {"ui": {"text": [type(loaded.model.model).__name__ for loaded in mm.current_loaded_models]}}
+        return {"ui": {"text": loaded_models()}}
+
+
+def interrupt_after_streamed_texts(count: int) -> None:
+    """Presses Cancel right after the ``count``-th streamed text (send_progress_text; the VLM node streams one per token),
+    in the generating thread: a deterministic stand-in for a user pressing Cancel between two tokens."""
+    server = PromptServer.instance
+    sent = 0
+
+    def counting(*args, **kwargs):
+        nonlocal sent
+        sent += 1
+        type(server).send_progress_text(server, *args, **kwargs)
+        if sent == count:
+            del server.send_progress_text  # back to the method
+            mm.interrupt_current_processing(True)
+
+    server.send_progress_text = counting
+
+
+@PromptServer.instance.routes.post("/thinkdiff_test/interrupt_after")
+async def interrupt_after(request):
+    interrupt_after_streamed_texts(int((await request.json())["texts"]))
+    return web.json_response({"armed": True})
 
 
 NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader,
                        "TestConditioningInfo": TestConditioningInfo, "TestLoadedModels": TestLoadedModels,
-                       "TestSigmas": TestSigmas}
+                       "TestSigmas": TestSigmas, "TestT5Encode": TestT5Encode, "TestSaveFeatures": TestSaveFeatures,
+                       "TestFreeMemory": TestFreeMemory}
 if importlib.util.find_spec("comfy.ldm.cogvideo"):  # native CogVideoX: ComfyUI 0.21+
     NODE_CLASS_MAPPINGS.update(TinyCogVideoXCLIPLoader=TinyCogVideoXCLIPLoader, TinyCogVideoXVAELoader=TinyCogVideoXVAELoader)
 NODE_DISPLAY_NAME_MAPPINGS = {name: f"{name} (test)" for name in NODE_CLASS_MAPPINGS}
