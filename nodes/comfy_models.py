@@ -15,6 +15,7 @@ from ..thinkdiff.errors import ThinkDiffError
 from ..thinkdiff.model_setup import missing_message
 from ..thinkdiff.safetensors_header import read_header
 from ..thinkdiff.vision import VISION_FORMAT
+from ..thinkdiff.weight_formats import is_bitsandbytes
 
 ALIGNER_FOLDER = "thinkdiff"
 VLM_FOLDER = "LLM"
@@ -122,7 +123,20 @@ def patcher_for(module: torch.nn.Module, device: torch.device) -> comfy.model_pa
                                             size=mm.module_size(module))
 
 
-def load_for_use(patcher: comfy.model_patcher.ModelPatcher) -> torch.nn.Module:
-    """Move the model onto its device through ComfyUI (evicting others as needed) and return it."""
-    mm.load_models_gpu([patcher], force_full_load=True)
+def check_fits(patcher: comfy.model_patcher.ModelPatcher, weights: str) -> None:
+    """A bitsandbytes model cannot be streamed: refuse one larger than the GPU, naming the formats that fit."""
+    device = patcher.load_device
+    if not is_bitsandbytes(weights) or device.type == "cpu":
+        return
+    size, total = patcher.model_size(), mm.get_total_memory(device)
+    if size > 0.95 * total:
+        raise ThinkDiffError(f"the VLM in {weights} needs {size / 2**30:.1f} GB but {device} has {total / 2**30:.1f} GB in all. "
+                             "Choose fp8_e4m3fn or default: those stream the layers that do not fit from CPU RAM; or bnb_nf4 "
+                             "if this was bnb_8bit (Qwen2-VL-7B: about 6.2 GB).")
+
+
+def load_for_use(patcher: comfy.model_patcher.ModelPatcher, streamable: bool = False) -> torch.nn.Module:
+    """Move the model onto its device through ComfyUI (evicting others as needed) and return it. A ``streamable`` model
+    (ComfyUI cast layers) may be loaded partially when it does not fit: the rest is streamed from CPU RAM per layer."""
+    mm.load_models_gpu([patcher], force_full_load=not streamable)
     return patcher.model

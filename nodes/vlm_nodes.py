@@ -10,7 +10,9 @@ from comfy_api.latest import io, ui
 from ..thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list
 from ..thinkdiff.prompts import IMAGE_PLACEHOLDER
 from ..thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
-from .comfy_models import load_for_use, patcher_for, placement, placement_inputs, vlm_folder_path, vlm_folders
+from ..thinkdiff.weight_formats import WEIGHT_FORMATS, is_bitsandbytes
+from .comfy_models import check_fits, load_for_use, patcher_for, placement, placement_inputs, vlm_folder_path, vlm_folders
+from .streaming import make_streamable
 from .types import CATEGORY, FEATURES, VLM
 
 DEFAULTS = SamplingOptions()
@@ -30,15 +32,24 @@ class ThinkDiffVLMLoader(io.ComfyNode):
                                tooltip="A Qwen2-VL-Instruct folder under ComfyUI/models/LLM "
                                        "(e.g. Qwen2-VL-7B-Instruct from https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct)."),
                 *placement_inputs("VLM"),
+                io.Combo.Input("weights", options=list(WEIGHT_FORMATS), default="default",
+                               tooltip="How the weights are stored (Qwen2-VL-7B sizes). default: as dtype (bf16 16.6 GB). "
+                                       "fp8_e4m3fn: 9.5 GB, no extra package, any GPU or the CPU. bnb_8bit (about 9.4 GB) "
+                                       "and bnb_nf4 (about 6.2 GB, for 8 GB cards): need `pip install bitsandbytes`. "
+                                       "default and fp8 stream layers from CPU RAM when the GPU is too small."),
             ],
             outputs=[VLM.Output(display_name="vlm")],
         )
 
     @classmethod
-    def execute(cls, model: str, dtype: str, device: str) -> io.NodeOutput:
+    def execute(cls, model: str, dtype: str, device: str, weights: str = "default") -> io.NodeOutput:
         target, weights_dtype = placement(dtype, device)
-        encoder = QwenVLEncoder.from_folder(vlm_folder_path(model), dtype=weights_dtype)
-        return io.NodeOutput(patcher_for(encoder, target))
+        encoder = QwenVLEncoder.from_folder(vlm_folder_path(model), dtype=weights_dtype, weights=weights)
+        if not is_bitsandbytes(encoder.weights):
+            make_streamable(encoder.model)
+        patcher = patcher_for(encoder, target)
+        check_fits(patcher, encoder.weights)
+        return io.NodeOutput(patcher)
 
 
 class ThinkDiffVLMEncode(io.ComfyNode):
@@ -100,8 +111,8 @@ class ThinkDiffVLMEncode(io.ComfyNode):
         request = VLMRequest(prompt, as_pil_list(images), picture_labels)
         encoder: QwenVLEncoder = vlm.model
         inputs = encoder.prepare([request], min_pixels, max_pixels, max_new_tokens)  # validates before any GPU work
-        encoder = load_for_use(vlm)
-        inputs = {k: v.to(encoder.param_device) for k, v in inputs.items()}
+        encoder = load_for_use(vlm, streamable=not is_bitsandbytes(encoder.weights))
+        inputs = {k: v.to(vlm.load_device) for k, v in inputs.items()}
         node_id = cls.hidden.unique_id
         progress = comfy.utils.ProgressBar(max_new_tokens, node_id=node_id)
 

@@ -52,7 +52,11 @@ SETUP_NOTE = """## ThinkDiff-LVLM setup
    (run in `ComfyUI/custom_nodes/ComfyUI-ThinkDiff`).
 3. **Flux.1-dev**: flux1-dev.safetensors (diffusion_models), clip_l + t5xxl_fp16 (text_encoders), ae.safetensors (vae).
 
-The VLM's answer appears on the *ThinkDiff VLM Think* node while it generates."""
+The VLM's answer appears on the *ThinkDiff VLM Think* node while it generates.
+
+**GPU memory** (the VLM loader's *weights*; ComfyUI unloads the VLM before Flux loads): 24 GB cards: default (bf16,
+16.6 GB); 12-16 GB: fp8_e4m3fn (9.5 GB); 8 GB: bnb_nf4 (6.2 GB, `pip install bitsandbytes`). `python -m thinkdiff
+doctor` recommends one for your GPU."""
 CLIP_SETUP_NOTE = """## ThinkDiff-CLIP setup
 1. **Vision encoder** (BLIP-2's EVA ViT-g, ~2 GB) → `ComfyUI/models/thinkdiff/blip2_vision.safetensors`:
    download https://huggingface.co/Salesforce/blip2-flan-t5-xxl, then (in `ComfyUI/custom_nodes/ComfyUI-ThinkDiff`)
@@ -117,7 +121,7 @@ def thinkdiff_head(prompt: str, images: list, picture_labels: str = "auto", min_
                    max_pixels: int = REFERENCE_MAX_PIXELS) -> dict:
     return {
         "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": "Qwen2-VL-7B-Instruct", "dtype": "auto",
-                                                             "device": "default"}},
+                                                             "device": "default", "weights": "default"}},
         "5": {"class_type": "ThinkDiffVLMEncode", "inputs": {
             "vlm": ["1", 0], "prompt": prompt, "seed": 42, "max_new_tokens": 128, "temperature": 0.6, "top_p": 0.9,
             "greedy": False, "stop_at_eos": False, "picture_labels": picture_labels, "min_pixels": min_pixels,

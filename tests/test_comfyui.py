@@ -42,10 +42,11 @@ TINY_CLIP = {"class_type": "TinyFluxDualCLIPLoader", "inputs": {"clip_name1": "c
                                                                 "clip_name2": "t5xxl-tiny-random.safetensors"}}
 
 
-def think_graph(prompt="Describe a red ball.", images=None, model=TINY_VLM, **encode):
+def think_graph(prompt="Describe a red ball.", images=None, model=TINY_VLM, weights="default", **encode):
     """VLM loader -> encode -> PreviewAny(text), optionally with a LoadImage batch."""
     graph = {
-        "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": model, "dtype": "fp32", "device": "default"}},
+        "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": model, "dtype": "fp32", "device": "default",
+                                                             "weights": weights}},
         "2": {"class_type": "ThinkDiffVLMEncode", "inputs": {
             "vlm": ["1", 0], "prompt": prompt, "seed": 42, "max_new_tokens": 16, "temperature": 0.6, "top_p": 0.9,
             "greedy": False, "stop_at_eos": False, "picture_labels": "auto", "min_pixels": 50176, "max_pixels": 1003520,
@@ -500,3 +501,63 @@ def test_cogvideox_too_many_images(comfy):
     result = comfy.run(clip_graph("ThinkDiffCogVideoXWrapperEmbeds", images=["thinkdiff_dots.png"] * 4, negative_text="",
                                   total_tokens=226))
     assert not result.ok and "leaving no room for text" in result.error
+
+
+def vlm_graph(weights: str, prefix: str, seed: int = 5, tokens: int = 6) -> dict:
+    """A VLM loader with ``weights`` -> greedy think -> features saved, and what ComfyUI knows of the model."""
+    graph = think_graph(seed=seed, max_new_tokens=tokens, greedy=True, weights=weights)
+    graph["9"] = {"class_type": "TestSaveFeatures", "inputs": {"features": ["2", 0], "filename_prefix": prefix}}
+    graph["10"] = {"class_type": "TestVLMInfo", "inputs": {"vlm": ["1", 0]}}
+    return graph
+
+
+COMFY_CAST = "comfy.ops.manual_cast."
+
+
+@pytest.mark.parametrize("weights", ["fp8_e4m3fn", "bnb_8bit", "bnb_nf4"])
+def test_each_weight_format_thinks_close_to_the_default_and_is_sized_as_stored(comfy, weights):
+    default, other = comfy.run(vlm_graph("default", "format_default")), comfy.run(vlm_graph(weights, f"format_{weights}"))
+    assert default.ok and other.ok, default.error + other.error
+    reference, ours = saved(comfy, "format_default"), saved(comfy, f"format_{weights}")
+    cosine = torch.nn.functional.cosine_similarity(reference["features"], ours["features"], dim=-1)
+    agreement = (reference["token_ids"] == ours["token_ids"]).float().mean()
+    assert cosine.min() > {"fp8_e4m3fn": 0.99, "bnb_8bit": 0.97, "bnb_nf4": 0.9}[weights] and agreement == 1.0, (cosine, agreement)
+    default_info, info = (json.loads(r.texts("10")[0]) for r in (default, other))
+    # the tiny VLM (fp32) has 14 language-model Linear layers: 2 x (q, k, v, o, gate, up, down); lm_head is tied
+    config = json.loads((comfy.base / "models" / "LLM" / TINY_VLM / "config.json").read_text())
+    text = config.get("text_config", config)
+    hidden, inner, heads, kv = text["hidden_size"], text["intermediate_size"], text["num_attention_heads"], text["num_key_value_heads"]
+    head_dim = hidden // heads
+    per_layer = 2 * hidden * hidden + 2 * hidden * kv * head_dim + 3 * hidden * inner
+    linear_weights = text["num_hidden_layers"] * per_layer
+    if weights == "fp8_e4m3fn":  # ComfyUI's size figure is the real one: 1 byte instead of 4 per Linear weight
+        assert default_info["size"] - info["size"] == 3 * linear_weights
+        assert not [name for name in info["classes"] if name.startswith("torch.nn")]  # every layer streamable
+        assert info["classes"][COMFY_CAST + "Linear"] == default_info["classes"][COMFY_CAST + "Linear"]
+    else:  # bitsandbytes layers, loaded whole; smaller than fp32
+        assert any(name.startswith("bitsandbytes.") for name in info["classes"]) and info["size"] < default_info["size"]
+
+
+def test_a_vlm_that_does_not_fit_streams_its_layers_through_comfyuis_partial_loading(comfy):
+    """ComfyUI's lowvram path with 1 MB resident: the cast layers stay on the offload device and are cast per forward;
+    the answer equals the fully loaded one."""
+    graph = vlm_graph("fp8_e4m3fn", "full_fp8", seed=4)
+    graph["11"] = {"class_type": "TestThinkPartiallyLoaded", "inputs": {"vlm": ["1", 0], "prompt": "Describe a red ball.",
+                                                                         "max_new_tokens": 6, "megabytes": 1.0,
+                                                                         "filename_prefix": "streamed_fp8"}}
+    graph["2"]["inputs"]["greedy"] = True
+    result = comfy.run(graph)
+    assert result.ok, result.error
+    assert json.loads(result.texts("11")[0])["streamed_layers"] > 10
+    full, streamed = saved(comfy, "full_fp8"), saved(comfy, "streamed_fp8")
+    assert torch.equal(full["token_ids"], streamed["token_ids"])
+    torch.testing.assert_close(full["features"], streamed["features"], rtol=1e-4, atol=1e-5)
+
+
+def test_the_in_context_workflow_runs_with_the_fp8_vlm(comfy, object_info):
+    graph = tiny_api_graph(WORKFLOWS / "thinkdiff_lvlm_in_context.json", object_info)
+    graph[of_type(graph, "ThinkDiffVLMLoader")]["inputs"]["weights"] = "fp8_e4m3fn"
+    result = comfy.run(graph)
+    assert result.ok, result.error
+    (png,) = result.images()
+    assert Image.open(png).size == (512, 512)

@@ -13,10 +13,11 @@ from safetensors.torch import save_file
 
 from tests.support.paths import REPO
 from tests.support.tiny_models import make_aligner
-from thinkdiff import doctor
+from thinkdiff import doctor, weight_formats
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.model_setup import BY_NAME, CATALOGUE, missing_message
 from thinkdiff.safetensors_header import read_header
+from thinkdiff.vram_advice import QWEN2_VL_7B_GB, WORKING_GB, recommend
 
 WORKFLOWS = doctor.shipped_workflows(REPO)
 SOURCE, OUT = 64, 32  # tiny widths: VLM / vision hidden size, aligner output = diffusion context = T5 width
@@ -139,3 +140,28 @@ def test_loader_errors_share_the_setup_guidance():
     unknown = missing_message("my_aligner.safetensors", "thinkdiff", [])
     assert all(e.destination in unknown for e in CATALOGUE if e.folder == "thinkdiff")
     assert BY_NAME["Qwen2-VL-7B-Instruct"].guidance() in missing_message("Qwen2-VL-2B", "LLM", ["/m/LLM"])
+
+
+@pytest.mark.parametrize(("free_gb", "weights"), [(24, "default"), (16, "fp8_e4m3fn"), (12, "fp8_e4m3fn"), (8, "bnb_nf4"),
+                                                  (6, "fp8_e4m3fn")])
+def test_the_recommended_vlm_format_fits_the_free_memory(free_gb, weights):
+    chosen, why = recommend(free_gb)
+    assert chosen == weights
+    if free_gb >= 8:
+        assert QWEN2_VL_7B_GB[chosen] + WORKING_GB <= free_gb and str(QWEN2_VL_7B_GB[chosen]) in why
+    else:
+        assert "streams" in why
+
+
+def test_the_doctor_reports_the_gpu_or_its_absence(tmp_path):
+    workflow = WORKFLOWS[0]
+    complete_tree(tmp_path, workflow)
+    out = run_cli("--comfyui", str(tmp_path), "--workflow", workflow.stem).stdout
+    assert "GPU: none visible to this Python" in out and "fp8_e4m3fn 9.5 GB" in out  # this machine has no GPU
+
+
+def test_the_advised_sizes_are_the_weight_formats_sizes():
+    """The doctor's table and the loader's tooltip quote the sizes the weight formats module documents."""
+    documented = weight_formats.__doc__
+    for weights in ("fp8_e4m3fn", "bnb_nf4"):
+        assert f"{QWEN2_VL_7B_GB[weights]} GB" in documented

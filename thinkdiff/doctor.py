@@ -18,6 +18,7 @@ from typing import Any
 from .errors import ThinkDiffError
 from .model_setup import ModelFile, describe
 from .safetensors_header import read_header
+from .vram_advice import advice
 
 PACK_ROOT = Path(__file__).absolute().parents[1]
 WORKFLOW_FOLDERS = ("example_workflows", "workflows")
@@ -195,5 +196,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"ComfyUI models folder: {comfyui.resolve() / 'models'} (extra_model_paths.yaml is not read)\n")
     print("\n\n".join(report.render() for report in reports))
     ready = sum(r.ready for r in reports)
-    print(f"\n{ready} of {len(reports)} workflows ready. Nothing was downloaded.")
+    print(f"\n{ready} of {len(reports)} workflows ready. Nothing was downloaded.\n\n{advice()}")
     return 0 if ready == len(reports) else 1

@@ -34,6 +34,7 @@ from .images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, fit_to_pixel_bud
 from .prompts import PictureLabels, render_chat
 from .safetensors_header import check_complete
 from .sampling import TopPSampler
+from .weight_formats import WeightFormat, bitsandbytes_config, check_weight_format, is_bitsandbytes, store_linears_fp8
 
 QWEN2_VL_URL = "https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct"
 SUPPORTED_MODEL_TYPES = {
@@ -186,11 +187,12 @@ class QwenVLEncoder(nn.Module):
     It is an ``nn.Module`` so that ComfyUI's ModelPatcher can move it between devices.
     """
 
-    def __init__(self, model: nn.Module, processor: Any, name: str = "") -> None:
+    def __init__(self, model: nn.Module, processor: Any, name: str = "", weights: WeightFormat = "default") -> None:
         super().__init__()
         self.model = model.train(False)  # inference behaviour (no dropout)
         self.processor = processor
         self.name = name
+        self.weights = weights
         # Generation settings come only from SamplingOptions: keep the token ids of the folder's
         # generation_config and drop its sampling defaults (Qwen ships top_k=1, repetition_penalty=1.05).
         folder_config = model.generation_config
@@ -204,10 +206,14 @@ class QwenVLEncoder(nn.Module):
         return self.eos_token_id[0] if isinstance(self.eos_token_id, list) else self.eos_token_id
 
     @classmethod
-    def from_folder(cls, folder: str | Path, dtype: torch.dtype = torch.bfloat16,
-                    attn_implementation: str = "sdpa") -> QwenVLEncoder:
-        """Load a Qwen2-VL(-Instruct) Hugging Face folder from disk (never from the hub) on the CPU."""
-        folder = Path(folder)
+    def from_folder(cls, folder: str | Path, dtype: torch.dtype = torch.bfloat16, attn_implementation: str = "sdpa",
+                    weights: WeightFormat = "default") -> QwenVLEncoder:
+        """Load a Qwen2-VL(-Instruct) Hugging Face folder from disk (never from the hub) on the CPU.
+
+        ``dtype`` is the working precision; ``weights`` how the weights are stored (``thinkdiff.weight_formats``).
+        """
+        folder, weights = Path(folder), check_weight_format(weights)
+        quantization = {"quantization_config": bitsandbytes_config(weights, dtype), "device_map": "cpu"} if is_bitsandbytes(weights) else {}
         model_type = _read_config(folder).get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ThinkDiffError(f"{folder.name} is a {model_type!r} model; ThinkDiff-LVLM needs Qwen2-VL "
@@ -215,17 +221,19 @@ class QwenVLEncoder(nn.Module):
         model_class = getattr(transformers, SUPPORTED_MODEL_TYPES[model_type])
         if not (folder / "tokenizer.json").is_file() and not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
             raise _missing_tokenizer(folder)  # transformers 4.x would try a slow-tokenizer conversion and fail on protobuf
-        for weights in sorted(folder.glob("*.safetensors")):  # name the damaged file, not safetensors' "not fully covered"
-            check_complete(weights, f"download {weights.name} again from {QWEN2_VL_URL}")
+        for shard in sorted(folder.glob("*.safetensors")):  # name the damaged file, not safetensors' "not fully covered"
+            check_complete(shard, f"download {shard.name} again from {QWEN2_VL_URL}")
         try:
             processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
             model = model_class.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=True,
-                                                attn_implementation=attn_implementation, **dtype_kwarg(dtype))
+                                                attn_implementation=attn_implementation, **dtype_kwarg(dtype), **quantization)
         except (OSError, ValueError, KeyError, SafetensorError) as e:
             raise ThinkDiffError(f"could not load the model in {folder}: {e}. The folder must hold the complete "
                                  f"download of {QWEN2_VL_URL} (config, tokenizer, preprocessor and *.safetensors files).") from e
         _check_tokenizer(processor.tokenizer, model.config, folder)
-        return cls(model, processor, folder.name)
+        if weights == "fp8_e4m3fn":
+            store_linears_fp8(model)
+        return cls(model, processor, folder.name, weights)
 
     @property
     def hidden_size(self) -> int:
@@ -280,7 +288,8 @@ class QwenVLEncoder(nn.Module):
         prompt_length = inputs["input_ids"].shape[1]
         generation = sampling.generate_kwargs(self.eos_token_id, self.pad_token_id, prompt_length)
         criteria = StoppingCriteriaList([_EveryToken(prompt_length, sampling.max_new_tokens, on_token)] if on_token else [])
-        devices = [self.param_device] if self.param_device.type == "cuda" else []
+        device = inputs["input_ids"].device  # where generation runs (some weights may be streamed from the CPU)
+        devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), capture_last_position(final_norm(self.model)) as rows:
             torch.manual_seed(sampling.seed)
             sequences = self.model.generate(**inputs, **generation, stopping_criteria=criteria)

@@ -16,6 +16,7 @@ import functools
 import importlib.util
 import json
 import os
+import sys
 from unittest import mock
 
 import comfy.model_detection
@@ -210,6 +211,58 @@ class TestFreeMemory:
         return {"ui": {"text": [json.dumps(before), json.dumps(loaded_models())]}}
 
 
+class TestVLMInfo:
+    """What ComfyUI knows of a ThinkDiff VLM: the ModelPatcher's size and the class names of its weight-holding layers."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vlm": ("THINKDIFF_VLM",)}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+    CATEGORY = "testing/tiny_models"
+
+    def report(self, vlm):
+        classes = {}
+        for module in vlm.model.modules():
+            if any(True for _ in module.parameters(recurse=False)):
+                name = f"{type(module).__module__}.{type(module).__qualname__}"
+                classes[name] = classes.get(name, 0) + 1
+        return {"ui": {"text": [json.dumps({"size": vlm.model_size(), "classes": classes})]}}
+
+
+class TestThinkPartiallyLoaded:
+    """Loads a ThinkDiff VLM through ComfyUI's partial-loading path (at most ``megabytes`` resident; the other cast layers
+    are streamed per forward from the offload device), lets it answer greedily and saves the features; reports how many
+    layers were left to stream. On a GPU ComfyUI takes this path by itself when the model does not fit."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vlm": ("THINKDIFF_VLM",), "prompt": ("STRING", {"default": "Describe a red ball."}),
+                             "max_new_tokens": ("INT", {"default": 6}), "megabytes": ("FLOAT", {"default": 1.0}),
+                             "filename_prefix": ("STRING", {"default": "streamed"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "think"
+    OUTPUT_NODE = True
+    CATEGORY = "testing/tiny_models"
+
+    def think(self, vlm, prompt, max_new_tokens, megabytes, filename_prefix):
+        library = sys.modules[type(vlm.model).__module__]  # the pack's thinkdiff.vlm, as loaded by ComfyUI
+        mm.unload_all_models()
+        vlm.load(vlm.load_device, lowvram_model_memory=int(megabytes * 2**20))
+        streamed = sum(1 for module in vlm.model.modules() if getattr(module, "prev_comfy_cast_weights", None) is not None)
+        try:
+            (answer,) = vlm.model.encode([library.VLMRequest(prompt)], library.SamplingOptions(max_new_tokens=max_new_tokens,
+                                                                                                 greedy=True))
+        finally:
+            vlm.detach()
+        save_file({"features": answer.features.float().contiguous(), "token_ids": answer.token_ids.contiguous()},
+                  os.path.join(folder_paths.get_output_directory(), f"{filename_prefix}.safetensors"))
+        return {"ui": {"text": [json.dumps({"streamed_layers": streamed})]}}
+
+
 class TestConditioningInfo:
     """Reports a CONDITIONING's shapes and keys as UI text and saves its tensors, so tests can check what a node built.
 
@@ -284,7 +337,8 @@ async def interrupt_after(request):
 NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader,
                        "TestConditioningInfo": TestConditioningInfo, "TestLoadedModels": TestLoadedModels,
                        "TestSigmas": TestSigmas, "TestT5Encode": TestT5Encode, "TestSaveFeatures": TestSaveFeatures,
-                       "TestFreeMemory": TestFreeMemory}
+                       "TestFreeMemory": TestFreeMemory, "TestVLMInfo": TestVLMInfo,
+                       "TestThinkPartiallyLoaded": TestThinkPartiallyLoaded}
 if importlib.util.find_spec("comfy.ldm.cogvideo"):  # native CogVideoX: ComfyUI 0.21+
     NODE_CLASS_MAPPINGS.update(TinyCogVideoXCLIPLoader=TinyCogVideoXCLIPLoader, TinyCogVideoXVAELoader=TinyCogVideoXVAELoader)
 NODE_DISPLAY_NAME_MAPPINGS = {name: f"{name} (test)" for name in NODE_CLASS_MAPPINGS}

@@ -1,0 +1,57 @@
+"""The VLM's weight formats in the library: fp8 storage computed in the working precision, bitsandbytes as an option."""
+
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from thinkdiff.errors import ThinkDiffError
+from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+from thinkdiff.weight_formats import CastLinear, store_linears_fp8
+
+
+def test_cast_linear_computes_in_the_inputs_precision():
+    linear = nn.Linear(16, 8)
+    cast = CastLinear(16, 8)
+    cast.weight = nn.Parameter(linear.weight.detach().to(torch.float8_e4m3fn), requires_grad=False)
+    cast.bias = linear.bias
+    x = torch.randn(3, 16, dtype=torch.bfloat16)
+    out = cast(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, F.linear(x, linear.weight.to(torch.float8_e4m3fn).to(torch.bfloat16), linear.bias.to(torch.bfloat16)))
+
+
+def test_fp8_stores_the_language_models_linears_only(tiny_vlm_folder):
+    encoder = QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=torch.float32)
+    model = encoder.model
+    originals = {name: module.weight.detach().clone() for name, module in model.named_modules() if type(module) is nn.Linear}
+    replaced = store_linears_fp8(model)
+    modules = dict(model.named_modules())
+    cast = sorted(name for name in originals if isinstance(modules[name], CastLinear))
+    assert replaced == len(cast) == 14  # 2 layers x (q, k, v, o, gate, up, down); lm_head is tied to the embeddings here
+    assert all(".visual." not in f".{name}." and name != "lm_head" for name in cast)
+    for name in cast:
+        assert modules[name].weight.dtype == torch.float8_e4m3fn
+        assert torch.equal(modules[name].weight, originals[name].to(torch.float8_e4m3fn))
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+
+
+def test_the_fp8_encoder_answers_like_the_full_precision_one(tiny_vlm_folder, encoder):
+    fp8 = QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=torch.float32, weights="fp8_e4m3fn")
+    request, options = [VLMRequest("a photo of a red car")], SamplingOptions(max_new_tokens=8, greedy=True)
+    (ours,), (reference,) = fp8.encode(request, options), encoder.encode(request, options)
+    assert torch.equal(ours.token_ids, reference.token_ids)
+    assert F.cosine_similarity(ours.features, reference.features, dim=-1).min() > 0.99
+
+
+def test_bitsandbytes_formats_say_how_to_install_it_when_it_is_absent(tiny_vlm_folder, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
+    with pytest.raises(ThinkDiffError, match=r"need the optional package bitsandbytes.*python -m pip install bitsandbytes.*fp8_e4m3fn"):
+        QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=torch.float32, weights="bnb_nf4")
+
+
+def test_an_unknown_format_is_refused(tiny_vlm_folder):
+    with pytest.raises(ThinkDiffError, match="weights must be one of default, fp8_e4m3fn, bnb_8bit, bnb_nf4"):
+        QwenVLEncoder.from_folder(tiny_vlm_folder, weights="int3")

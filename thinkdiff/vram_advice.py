@@ -1,0 +1,45 @@
+"""Which weight format of Qwen2-VL-7B suits a GPU, for the doctor and the docs.
+
+Sizes are those of ``thinkdiff.weight_formats`` (computed from Qwen2-VL-7B's shapes; the bitsandbytes ones include its
+scales). ComfyUI evicts the VLM before Flux loads, so the two never need to fit together: the VLM alone must fit, or
+stream. Importing this module does not import torch; only :func:`gpu_memory` does, when it is called.
+"""
+
+from __future__ import annotations
+
+QWEN2_VL_7B_GB = {"default": 16.6, "fp8_e4m3fn": 9.5, "bnb_8bit": 9.4, "bnb_nf4": 6.2}  # weights only
+WORKING_GB = 1.5  # CUDA context, activations and the KV cache of a few images and 128 tokens (estimate)
+BY_FIDELITY = ("default", "fp8_e4m3fn", "bnb_8bit", "bnb_nf4")  # best first (measured: scripts/bench_weight_formats.py)
+
+
+def recommend(free_gb: float) -> tuple[str, str]:
+    """The most faithful format that fits ``free_gb`` of GPU memory, and why."""
+    for weights in BY_FIDELITY:
+        if QWEN2_VL_7B_GB[weights] + WORKING_GB <= free_gb:
+            return weights, f"{QWEN2_VL_7B_GB[weights]} GB of weights + about {WORKING_GB} GB working memory fit in {free_gb:.1f} GB"
+    return "fp8_e4m3fn", (f"nothing fits in {free_gb:.1f} GB: fp8_e4m3fn streams the layers that do not fit from CPU RAM "
+                          "(slower, but it runs)")
+
+
+def gpu_memory() -> tuple[str, float, float] | None:
+    """(name, free GB, total GB) of the first CUDA GPU this Python sees, or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info(0)
+    return torch.cuda.get_device_name(0), free / 1e9, total / 1e9
+
+
+def advice() -> str:
+    """A paragraph for the doctor: the GPU, its free memory, and the VLM weight format to pick."""
+    gpu = gpu_memory()
+    if gpu is None:
+        sizes = ", ".join(f"{weights} {size} GB" for weights, size in QWEN2_VL_7B_GB.items())
+        return f"GPU: none visible to this Python. Qwen2-VL-7B weights: {sizes}."
+    name, free, total = gpu
+    weights, why = recommend(free)
+    return (f"GPU: {name}, {free:.1f} of {total:.1f} GB free. VLM Loader weights: {weights} ({why}). "
+            "Close other GPU programs or press Unload Models for more room.")
