@@ -81,9 +81,11 @@ class PrecomputeConfig:
 
     vlm: str = ""  # Qwen2-VL(-Instruct) Hugging Face folder
     features_dir: str = "features"
+    backend: Literal["transformers", "vllm"] = "transformers"  # vllm: the same shards at an inference engine's speed
+    vllm: dict[str, Any] = field(default_factory=dict)  # vLLM engine arguments, e.g. {tensor_parallel_size = 2}
     dtype: Literal["bf16", "fp32"] = "bf16"  # Qwen2-VL weights
     storage_dtype: Literal["bf16", "fp32"] = "bf16"  # stored features
-    batch_size: int = 8
+    batch_size: int = 8  # requests per generate() call (transformers backend; vLLM takes a shard at a time)
     samples_per_shard: int = 1000
     max_new_tokens: int = 256
     temperature: float = 0.6

@@ -98,10 +98,12 @@ def generate_batch(encoder: QwenVLEncoder, items: list[tuple[int, Pair | None]],
             for text, (_, pair), out in zip(instructions, usable, outputs, strict=True)]
 
 
-def _manifest(config: Config, encoder: QwenVLEncoder, vlm: Path, num_samples: int) -> dict[str, Any]:
+def manifest_for(config: Config, hidden_size: int, num_samples: int) -> dict[str, Any]:
+    """What ``manifest.json`` records; ``FIXED_MANIFEST_KEYS`` of it must not change while a folder fills."""
     pre = config.precompute
+    vlm = config.path(pre.vlm)
     sampling = sampling_options(pre, 0)
-    return {"vlm": vlm.name, "vlm_path": str(vlm), "hidden_size": encoder.hidden_size, "dtype": pre.dtype,
+    return {"vlm": vlm.name, "vlm_path": str(vlm), "hidden_size": hidden_size, "dtype": pre.dtype,
             "storage_dtype": pre.storage_dtype, "num_samples": num_samples, "samples_per_shard": pre.samples_per_shard,
             "seed": config.run.seed,
             "sampling": {"max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
@@ -109,7 +111,8 @@ def _manifest(config: Config, encoder: QwenVLEncoder, vlm: Path, num_samples: in
             "instructions": list(pre.instructions), "min_pixels": pre.min_pixels, "max_pixels": pre.max_pixels}
 
 
-def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest of a new folder, or refuse settings that differ from an existing one's."""
     if not (folder / "manifest.json").is_file():
         write_manifest(folder, manifest)
         return
@@ -120,21 +123,29 @@ def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
                              "use a new [precompute] features_dir or restore the settings")
 
 
+def unfinished_shards(folder: Path, num_samples: int, samples_per_shard: int, rank: int, world: int) -> list[int]:
+    """Process ``rank`` of ``world`` takes shards ``rank, rank + world, ...``; those not finished yet."""
+    done = set(finished_shards(folder))
+    return [s for s in range(rank, math.ceil(num_samples / samples_per_shard), world) if s not in done]
+
+
 def precompute(config: Config, accelerator: Accelerator | None = None) -> Path:
     """Fill ``precompute.features_dir``; returns it. Safe to rerun: finished shards are skipped."""
-    accelerator = accelerator or Accelerator()
     pre = config.precompute
     if not pre.vlm:
         raise ThinkDiffError("set [precompute] vlm to a Qwen2-VL(-Instruct) Hugging Face folder")
+    if pre.backend == "vllm":
+        from .vllm_stage_a import precompute_with_vllm
+
+        return precompute_with_vllm(config)
+    accelerator = accelerator or Accelerator()
     vlm, folder = config.path(pre.vlm), config.path(pre.features_dir)
     pairs = pairs_from_config(config, require_caption=False)  # the target is Qwen's own answer, not the caption
     encoder = QwenVLEncoder.from_folder(vlm, dtype=DTYPES[pre.dtype]).to(accelerator.device)
     if accelerator.is_main_process:
-        _check_manifest(folder, _manifest(config, encoder, vlm, len(pairs)))
+        check_manifest(folder, manifest_for(config, encoder.hidden_size, len(pairs)))
     accelerator.wait_for_everyone()
-    num_shards = math.ceil(len(pairs) / pre.samples_per_shard)
-    done = set(finished_shards(folder))
-    mine = [s for s in range(accelerator.process_index, num_shards, accelerator.num_processes) if s not in done]
+    mine = unfinished_shards(folder, len(pairs), pre.samples_per_shard, accelerator.process_index, accelerator.num_processes)
     batches = ShardBatches(mine, pre.samples_per_shard, len(pairs), pre.batch_size)
     loader = DataLoader(ReadyImages(pairs, pre.min_pixels, pre.max_pixels), batch_sampler=batches, collate_fn=list,
                         num_workers=config.data.num_workers)
