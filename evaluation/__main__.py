@@ -14,6 +14,7 @@ See docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -22,15 +23,11 @@ from thinkdiff.errors import ThinkDiffError
 STEPS = ("samples", "generate", "judge", "report", "selftest")
 
 
-def _absolute(path: Path | None) -> str:
-    return f'"{path.resolve()}"' if path else ""
-
-
 def sample_overrides(args: argparse.Namespace) -> list[str]:
-    """The ``samples`` options as config overrides (paths relative to the working directory)."""
+    """The sample-selection options as config overrides (a path relative to the working directory)."""
     from .cobsat.samples import parse_numbers
 
-    overrides = [f"data.prompt_list={_absolute(args.prompt_list)}"] if args.prompt_list else []
+    overrides = [f"data.prompt_list={json.dumps(str(args.prompt_list.resolve()))}"] if args.prompt_list else []
     if args.tasks:
         overrides.append(f"run.tasks={parse_numbers(args.tasks)}")
     if args.shots:
@@ -80,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="the run's TOML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (TOML syntax for the value), repeatable")
-    parser.add_argument("--prompt-list", type=Path, help="samples: CoBSAT's load_datasets/prompts_list_default.json")
-    parser.add_argument("--tasks", help="samples: task ids, e.g. 1-10 or 1,2")
-    parser.add_argument("--shots", help="samples: shot counts, e.g. 2,4")
-    parser.add_argument("--samples-per-task", type=int, help="samples, selftest: prompt-list entries per task (max 1000)")
+    parser.add_argument("--prompt-list", type=Path, help="CoBSAT's load_datasets/prompts_list_default.json ([data] prompt_list)")
+    parser.add_argument("--tasks", help="task ids, e.g. 1-10 or 1,2 ([run] tasks)")
+    parser.add_argument("--shots", help="shot counts, e.g. 2,4 ([run] shots)")
+    parser.add_argument("--samples-per-task", type=int, help="prompt-list entries per task, at most 1000 ([run] samples_per_task)")
     parser.add_argument("--out", type=Path, help="samples: the .jsonl to write; selftest: its folder (default cobsat_selftest)")
     args = parser.parse_args(argv)
     try:

@@ -45,10 +45,10 @@ Graph = dict[str, Any]
 
 
 def _refusal(body: bytes) -> str:
-    """ComfyUI's answer to a refused request; a graph's node errors one per node (``type: details``)."""
+    """ComfyUI's answer to a refused request; a graph's node errors one per node (``node type: message: details``)."""
     try:
         answer = json.loads(body)
-        errors = [f"{node['class_type']}: {error.get('details') or error.get('message')}"
+        errors = [f"{node['class_type']}: " + ": ".join(filter(None, (error.get("message"), error.get("details"))))
                   for node in answer["node_errors"].values() for error in node["errors"]]
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         return body.decode(errors="replace")[:2000]
@@ -162,9 +162,8 @@ def set_images(graph: Graph, node_id: str, names: Sequence[str]) -> None:
     graph[node_id]["inputs"]["images"] = current
 
 
-def configure(template: Graph, settings: GenerateConfig, models: ComfyUIConfig) -> Graph:
-    """The workflow graph with the run's sampling settings and model names (the parts equal for every sample)."""
-    graph = copy.deepcopy(template)
+def configure(graph: Graph, settings: GenerateConfig, models: ComfyUIConfig) -> None:
+    """Put the run's sampling settings and model names (the parts equal for every sample) into the workflow graph."""
     encode = node_of_type(graph, "ThinkDiffVLMEncode")
     graph[encode]["inputs"].update(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                                    top_p=settings.top_p, greedy=False, stop_at_eos=False, picture_labels="on",
@@ -178,7 +177,6 @@ def configure(template: Graph, settings: GenerateConfig, models: ComfyUIConfig) 
     for setting, (node_type, name) in MODEL_INPUTS.items():
         if getattr(models, setting):
             graph[node_of_type(graph, node_type)]["inputs"][name] = getattr(models, setting)
-    return graph
 
 
 class ComfyUIBackend:
@@ -191,8 +189,8 @@ class ComfyUIBackend:
             raise ThinkDiffError(f"the ComfyUI server at {self.client.url} has no ThinkDiff nodes: install this pack in its "
                                  "custom_nodes and restart it")
         try:
-            ui = json.loads(workflow.read_text(encoding="utf-8"))
-            self.template = configure(ui_to_api(ui, object_info), config.generate, config.comfyui)
+            self.template = ui_to_api(json.loads(workflow.read_text(encoding="utf-8")), object_info)
+            configure(self.template, config.generate, config.comfyui)
         except (OSError, json.JSONDecodeError, KeyError) as e:
             raise ThinkDiffError(f"cannot use the workflow {workflow}: {e!r}") from e
         self.graph_hook = graph_hook or (lambda graph: graph)

@@ -4,6 +4,7 @@ Flux's T5 space, and diffusers' FluxPipeline draws them (``prompt_embeds``; pool
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -94,10 +95,12 @@ class DiffusersBackend:
         requests = [VLMRequest(thinkdiff_prompt(sample, s.instruction), self._images(sample), picture_labels="on")
                     for sample in samples]
         sampling = SamplingOptions(max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=seeds[0])
+        started = time.perf_counter()
         answers = self.encoder.encode(requests, sampling, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
+        vlm_seconds = (time.perf_counter() - started) / len(samples)
         features = torch.stack([a.features for a in answers]).to(self.device, torch.float32)
         embeds = self.aligner(features).to(self.flux_dtype)
         images = self.pipe(prompt_embeds=embeds, pooled_prompt_embeds=self.pooled.expand(len(samples), -1),
                            guidance_scale=s.guidance, num_inference_steps=s.steps, height=s.height, width=s.width,
                            generator=[torch.Generator().manual_seed(seed) for seed in seeds]).images
-        return [Generated(image, a.text, a.num_tokens) for image, a in zip(images, answers, strict=True)]
+        return [Generated(image, a.text, a.num_tokens, vlm_seconds) for image, a in zip(images, answers, strict=True)]

@@ -1,8 +1,8 @@
 """``generate``: one image per sample, written where CoBSAT's ``evaluation_icl.py`` looks for it.
 
 Layout under ``OUTPUT_DIR/images``: ``shot_{N}/task_{T}/{save_name}.jpg`` (the image), ``.txt`` (the VLM's answer) and
-``.json`` (a small record, written last: a sample with a record is finished). Samples are cut into fixed batches of
-``batch_size`` consecutive prompt-list entries per (shot, task); sample ``i`` uses seed ``seed + i`` and a VLM batch
+``.json`` (a small record with the seconds it took, written last: a sample with a record is finished). Samples are cut
+into fixed batches of ``batch_size`` consecutive prompt-list entries per (shot, task); sample ``i`` uses seed ``seed + i`` and a VLM batch
 samples with the seed of its first entry, so a batch gives the same result however often the run is restarted. A
 restarted run skips finished batches and redoes a partly finished batch whole, writing only its missing samples.
 
@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +26,7 @@ from thinkdiff.errors import ThinkDiffError
 from thinkdiff.progress import Progress
 
 from .config import EvalConfig
-from .samples import Sample, check_dataset_root
+from .samples import Sample, by_shot_and_task, check_dataset_root
 
 JPEG_QUALITY = 95
 # Settings that must not change while an images folder is being filled (besides the backend's models).
@@ -41,6 +40,7 @@ class Generated:
     image: Image.Image
     text: str = ""  # the VLM's answer
     tokens: int = 0
+    vlm_seconds: float = 0.0  # this sample's share of its VLM batch (the diffusers backend measures it)
 
 
 class Backend(Protocol):
@@ -62,12 +62,7 @@ def record_file(images_dir: Path, sample: Sample) -> Path:
 
 def fixed_batches(samples: Sequence[Sample], batch_size: int) -> list[list[Sample]]:
     """Consecutive chunks of each (shot, task) in prompt-list order; a chunk never spans two tasks or shot counts."""
-    ordered = sorted(samples, key=lambda s: s.key)
-    batches = []
-    for _, group in groupby(ordered, key=lambda s: (s.shot, s.task)):
-        group = list(group)
-        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
-    return batches
+    return [group[i:i + batch_size] for _, group in by_shot_and_task(samples) for i in range(0, len(group), batch_size)]
 
 
 def write_outputs(images_dir: Path, sample: Sample, seed: int, result: Generated, seconds: float, backend: str) -> None:
@@ -77,7 +72,7 @@ def write_outputs(images_dir: Path, sample: Sample, seed: int, result: Generated
     (folder / f"{sample.save_name}.txt").write_text(result.text, encoding="utf-8")
     record = {"task": sample.task, "shot": sample.shot, "index": sample.index, "save_name": sample.save_name, "seed": seed,
               "backend": backend, "gt": sample.gt, "vlm_text": result.text, "vlm_tokens": result.tokens,
-              "seconds": round(seconds, 4)}
+              "seconds": round(seconds, 4), "vlm_seconds": round(result.vlm_seconds, 4)}
     write_atomically(record_file(images_dir, sample), json.dumps(record, indent=1))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from itertools import groupby
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,9 +21,11 @@ from thinkdiff.progress import Progress
 from .config import EvalConfig
 from .generate import image_file
 from .protocol import TASKS, parse_answer, question, true_label
-from .samples import Sample
+from .samples import Sample, by_shot_and_task
 
 PARTS = ("detail", "obj")
+MISSING_CLIP = {"clip_similarity_detail": 0.0, "clip_similarity_obj": 0.0, "clip_similarity_overall": 0.0,
+                "clip_check_detail": False, "clip_check_obj": False, "clip_correct": False}  # CoBSAT's row for a missing image
 SUMMARY_METRICS = ("correct", "check_detail", "check_obj", "check_textual", "check_visual", "clip_correct",
                    "clip_similarity_overall")
 
@@ -84,16 +85,10 @@ def drop_cut_line(path: Path) -> None:
         path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
 
 
-def groups(samples: Sequence[Sample]) -> list[tuple[tuple[int, int], list[Sample]]]:
-    """Samples by (shot, task), each in prompt-list order."""
-    ordered = sorted(samples, key=lambda s: s.key)
-    return [(key, list(group)) for key, group in groupby(ordered, key=lambda s: (s.shot, s.task))]
-
-
 def unjudged(samples: Sequence[Sample], scores_dir: Path) -> list[tuple[tuple[int, int], list[Sample]]]:
     """The samples without a row yet, by (shot, task)."""
     out = []
-    for key, group in groups(samples):
+    for key, group in by_shot_and_task(samples):
         done = read_rows(scores_file(scores_dir, *key))
         out.append((key, [s for s in group if s.index not in done]))
     return out
@@ -116,20 +111,15 @@ def judge_samples(samples: Sequence[Sample], images_dir: Path, scores_dir: Path,
             answered = {s.index: {part: next(replies) for part in PARTS} for s, _ in present}
             with path.open("a", encoding="utf-8") as f:
                 for s, image in chunk:
-                    found = s.index in answered
-                    clip_values = clip.score(image, s) if clip and found else (MISSING_CLIP if clip else None)
+                    clip_values = None if clip is None else clip.score(image, s) if s.index in answered else MISSING_CLIP
                     f.write(json.dumps(score_row(s, image, answered.get(s.index), clip_values)) + "\n")
             progress.update(len(chunk))
-
-
-MISSING_CLIP = {"clip_similarity_detail": 0.0, "clip_similarity_obj": 0.0, "clip_similarity_overall": 0.0,
-                "clip_check_detail": False, "clip_check_obj": False, "clip_correct": False}
 
 
 def summarize(samples: Sequence[Sample], scores_dir: Path) -> list[dict[str, Any]]:
     """Accuracy of every (shot, task) over its samples (an unjudged sample counts as wrong, as a missing image does)."""
     out = []
-    for (shot, task), group in groups(samples):
+    for (shot, task), group in by_shot_and_task(samples):
         rows = read_rows(scores_file(scores_dir, shot, task))
         mine = [rows.get(s.index, {}) for s in group]
         summary = {"shot": shot, "task": task, "task_name": TASKS[task].name, "samples": len(group),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,12 @@ def build_samples(prompt_list: Path, tasks: Sequence[int], shots: Sequence[int],
     if len(entries) < count:
         raise ThinkDiffError(f"{prompt_list} has {len(entries)} entries, fewer than samples_per_task = {count}")
     return [build_sample(task, shot, index, entries[index]) for shot in shots for task in tasks for index in range(count)]
+
+
+def by_shot_and_task(samples: Iterable[Sample]) -> list[tuple[tuple[int, int], list[Sample]]]:
+    """Samples grouped by (shot, task), each group in prompt-list order."""
+    ordered = sorted(samples, key=lambda s: s.key)
+    return [(key, list(group)) for key, group in groupby(ordered, key=lambda s: (s.shot, s.task))]
 
 
 def write_samples(samples: Iterable[Sample], path: Path) -> Path:

@@ -6,6 +6,7 @@ guesses uniformly and must score near chance (1/10 per question, 1/100 for both)
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -22,10 +23,11 @@ CHANCE = {"correct": 0.01, "check_detail": 0.1, "check_obj": 0.1}
 def run_generator(out: Path, generator: str, dataset: Path, prompt_list: Path, shots: list[int], samples_per_task: int
                   ) -> list[dict]:
     """Generate, judge (rule judge) and report one synthetic run; returns the judge's summary rows."""
-    config = load_config(None, [f'run.output_dir="{out / generator}"', f"run.tasks={list(COLOUR_TASKS)}", f"run.shots={shots}",
-                                f"run.samples_per_task={samples_per_task}", f'data.prompt_list="{prompt_list}"',
-                                f'data.dataset_root="{dataset}"', f'generate.backend="{generator}"', "generate.batch_size=50",
-                                'judge.model="rules"', f'report.label="{generator} generator (synthetic)"'])
+    config = load_config(None, [f"run.output_dir={json.dumps(str(out / generator))}", f"run.tasks={list(COLOUR_TASKS)}",
+                                f"run.shots={shots}", f"run.samples_per_task={samples_per_task}",
+                                f"data.prompt_list={json.dumps(str(prompt_list))}", f"data.dataset_root={json.dumps(str(dataset))}",
+                                f'generate.backend="{generator}"', "generate.batch_size=50", 'judge.model="rules"',
+                                f'report.label="{generator} generator (synthetic)"'])
     generate(config)
     summary = read_summary(judge(config))
     for path in report(config):

@@ -78,8 +78,8 @@ def test_generate_through_the_server(comfy_config, comfy, encoder: QwenVLEncoder
 
 def test_server_errors_are_reported(comfy_config):
     one = ("run.samples_per_task=1", "run.shots=[2]")
-    with pytest.raises(ThinkDiffError, match=r"ComfyUI answered 400 to /prompt: .*UNETLoader: unet_name: 'flux1-dev.safetensors' "
-                                             r"not in .*set \[comfyui\] vlm"):
+    with pytest.raises(ThinkDiffError, match=r"ComfyUI answered 400 to /prompt: .*UNETLoader: Value not in list: unet_name: "
+                                             r"'flux1-dev.safetensors' not in .*set \[comfyui\] vlm"):
         generate(comfy_config(*one), graph_hook=lambda graph: graph)  # the workflow's real model names
     with pytest.raises(ThinkDiffError, match="ComfyUI failed on prompt .*min_pixels <= max_pixels"):
         generate(comfy_config("generate.min_pixels=12544", "generate.max_pixels=3136", *one), graph_hook=tiny)

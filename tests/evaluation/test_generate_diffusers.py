@@ -79,6 +79,7 @@ def test_generate_writes_and_resumes(diffusers_config):
     for sample in samples:
         record = json.loads(record_file(images, sample).read_text())
         assert record["vlm_tokens"] == 6 and record["seed"] == 42 + sample.index and record["backend"] == "diffusers"
+        assert 0 < record["vlm_seconds"] < record["seconds"]
         assert (image_file(images, sample).with_suffix(".txt")).read_text() == record["vlm_text"]
         assert Image.open(image_file(images, sample)).size == (64, 64)
     manifest = json.loads((images / "manifest.json").read_text())
