@@ -129,5 +129,5 @@ def _show_text(text: str, node_id: str | None) -> None:
     """Stream the answer so far onto the node (only when a server is running)."""
     from server import PromptServer
 
-    if node_id is not None and PromptServer.instance is not None:
+    if node_id is not None and getattr(PromptServer, "instance", None) is not None:  # None / unset without a server
         PromptServer.instance.send_progress_text(text, node_id)

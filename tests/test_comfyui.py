@@ -133,6 +133,28 @@ def test_every_node_is_registered(comfy, object_info):
     assert object_info["ThinkDiffVLMLoader"]["input"]["required"]["model"][1]["options"] == [TINY_VLM]
 
 
+# Saved workflows store widget values by position: each node's inputs in this order, new ones only ever appended
+# (0.2 appended the VLM loader's weights). Changing this list means breaking users' workflows.
+INPUT_ORDER = {
+    "ThinkDiffVLMLoader": ["model", "dtype", "device", "weights"],
+    "ThinkDiffVLMEncode": ["vlm", "prompt", "seed", "max_new_tokens", "temperature", "top_p", "greedy", "stop_at_eos",
+                           "picture_labels", "min_pixels", "max_pixels", "images"],
+    "ThinkDiffAlignerLoader": ["aligner_name"],
+    "ThinkDiffFluxConditioning": ["features", "aligner", "guidance", "text", "text_tokens", "clip"],
+    "ThinkDiffVisionLoader": ["vision_name", "dtype", "device"],
+    "ThinkDiffImageEncode": ["vision", "images"],
+    "ThinkDiffCLIPFluxConditioning": ["image_tokens", "aligner", "clip", "text", "guidance", "text_tokens"],
+    "ThinkDiffCogVideoXConditioning": ["image_tokens", "aligner", "clip", "text", "negative_text", "total_tokens"],
+    "ThinkDiffCogVideoXWrapperEmbeds": ["image_tokens", "aligner", "clip", "text", "negative_text", "total_tokens"],
+}
+
+
+def test_node_inputs_keep_their_order(object_info):
+    for node, order in INPUT_ORDER.items():
+        listed = object_info[node]["input_order"]
+        assert listed.get("required", []) + listed.get("optional", []) == order, node
+
+
 def test_workflow_templates_are_served(comfy):
     templates = comfy.get("/workflow_templates")
     assert sorted(templates[PACK_NAME]) == sorted(p.stem for p in shipped_workflows())

@@ -5,4 +5,4 @@ The library has no ComfyUI dependency: ``thinkdiff.aligner`` (the projector), ``
 ``thinkdiff.prompts`` (the reference chat format) and ``thinkdiff.images`` (image preparation).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -328,10 +328,13 @@ def interrupt_after_streamed_texts(count: int) -> None:
     server.send_progress_text = counting
 
 
-@PromptServer.instance.routes.post("/thinkdiff_test/interrupt_after")
 async def interrupt_after(request):
     interrupt_after_streamed_texts(int((await request.json())["texts"]))
     return web.json_response({"armed": True})
+
+
+if getattr(PromptServer, "instance", None) is not None:  # unset when ComfyUI's executor runs in-process (tests/support/comfy_inprocess.py)
+    PromptServer.instance.routes.post("/thinkdiff_test/interrupt_after")(interrupt_after)
 
 
 NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader,

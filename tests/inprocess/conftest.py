@@ -1,0 +1,25 @@
+"""The ComfyUI end-to-end tests that need no server, run against ComfyUI's executor in this process.
+
+Only for mutation testing (``scripts/mutation.sh`` sets THINKDIFF_INPROCESS=1): CI runs the same tests against real
+server processes (tests/test_comfyui.py).
+"""
+
+import os
+
+import pytest
+
+from tests.support.comfy_inprocess import ComfyInProcess
+from tests.support.tiny_comfy import make_tiny_base
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("THINKDIFF_INPROCESS") != "1":
+        skip = pytest.mark.skip(reason="in-process copies of the server tests, for scripts/mutation.sh only")
+        for item in items:
+            if "inprocess" in item.nodeid:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory: pytest.TempPathFactory) -> ComfyInProcess:
+    return ComfyInProcess(make_tiny_base(tmp_path_factory.mktemp("comfy_inprocess")))
