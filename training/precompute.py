@@ -21,13 +21,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import fit_to_pixel_budget
+from thinkdiff.progress import Progress
 from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
 
 from .config import Config, PrecomputeConfig
 from .feature_store import GeneratedSample, finished_shards, read_manifest, write_manifest, write_shard
 from .models import DTYPES
 from .pairs import Pair, PairDataset, pairs_from_config
-from .progress import Progress
 
 # Manifest entries that must not change while a features folder is being filled.
 FIXED_MANIFEST_KEYS = ("vlm", "hidden_size", "num_samples", "samples_per_shard", "seed", "sampling", "instructions",

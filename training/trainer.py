@@ -20,6 +20,7 @@ from transformers import AutoTokenizer
 
 from thinkdiff.aligner import Aligner
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.progress import format_duration
 
 from .batching import StepBatches
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -38,7 +39,6 @@ from .objectives import (
 )
 from .optim import make_optimizer, set_learning_rate
 from .pairs import pairs_from_config
-from .progress import format_duration
 
 
 @dataclass

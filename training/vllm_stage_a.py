@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoTokenizer
 
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.progress import Progress
 from thinkdiff.prompts import render_chat
 
 from .config import Config
@@ -52,7 +53,6 @@ from .precompute import (
     sampling_options,
     unfinished_shards,
 )
-from .progress import Progress
 
 TOKENS_DIR = "vllm-tokens"
 STATES_CHUNK = 64  # requests per pooling call: each returns a state for every position, image tokens included
