@@ -25,8 +25,7 @@ def align(aligner_patcher, features: torch.Tensor, source: str) -> torch.Tensor:
     return aligned.unsqueeze(0).to(mm.intermediate_device())
 
 
-def check_t5_width(aligner_patcher, t5_width: int) -> None:
-    """The aligner's tokens stand in for (or join) this T5's: their widths must be equal. Checked before anything runs."""
+def _check_t5_width(aligner_patcher, t5_width: int) -> None:
     aligner: Aligner = aligner_patcher.model
     if aligner.out_dim != t5_width:
         raise ThinkDiffError(
@@ -35,6 +34,15 @@ def check_t5_width(aligner_patcher, t5_width: int) -> None:
             "T5-XXL's width, for Flux.1 and CogVideoX) or connect the text encoder of the model you sample with.")
 
 
-def join_text(cond: torch.Tensor, text_cond: torch.Tensor) -> torch.Tensor:
-    """Append T5 text tokens after the aligned tokens (the reference's order)."""
-    return torch.cat([cond, text_cond.to(cond)], dim=1)
+def aligned_conditioning(aligner_patcher, features: torch.Tensor, source: str, text_cond: torch.Tensor | None = None,
+                         t5_width: int | None = None) -> torch.Tensor:
+    """[aligner(features) tokens, then ``text_cond``'s T5 tokens (the reference's order)]: [1, tokens, out].
+
+    The aligner's tokens stand in for (or join) the connected T5's, so their widths must be equal: the width of
+    ``text_cond``, or ``t5_width`` when a T5 is known without text, is checked before the aligner runs.
+    """
+    width = text_cond.shape[-1] if text_cond is not None else t5_width
+    if width is not None:
+        _check_t5_width(aligner_patcher, width)
+    cond = align(aligner_patcher, features, source)
+    return cond if text_cond is None else torch.cat([cond, text_cond.to(cond)], dim=1)

@@ -12,11 +12,12 @@ from comfy_api.latest import io
 from ..thinkdiff.errors import ThinkDiffError
 from ..thinkdiff.images import as_pil_list
 from ..thinkdiff.vision import VisionTokenEncoder
-from .alignment import align, check_t5_width, join_text
+from .alignment import aligned_conditioning
 from .comfy_models import load_for_use, patcher_for, placement, placement_inputs, thinkdiff_file_path, thinkdiff_files
 from .text_encoding import flux_text, t5_encode
 from .types import ALIGNER, CATEGORY, IMAGE_TOKENS, VISION
 
+VISION_SOURCE = "the vision encoder"
 COGVIDEOX_TOKENS = 226  # CogVideoX's text length (65 image tokens + 161 text tokens in the reference)
 WRAPPER_URL = "https://github.com/kijai/ComfyUI-CogVideoXWrapper"
 ENCODE_CHUNK = 8  # images per forward pass: 8x the throughput of one at a time on a GPU, Cancel between chunks
@@ -75,11 +76,6 @@ class ThinkDiffImageEncode(io.ComfyNode):
         return io.NodeOutput(torch.cat(tokens))
 
 
-def aligned_image_tokens(image_tokens: torch.Tensor, aligner) -> torch.Tensor:
-    """All images' aligned tokens in order: [1, images * tokens, out]."""
-    return align(aligner, image_tokens, "the vision encoder")
-
-
 class ThinkDiffCLIPFluxConditioning(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -108,8 +104,7 @@ class ThinkDiffCLIPFluxConditioning(io.ComfyNode):
     def execute(cls, image_tokens: torch.Tensor, aligner, clip, text: str, guidance: float,
                 text_tokens: int) -> io.NodeOutput:
         text_cond, pooled = flux_text(clip, text, text_tokens)
-        check_t5_width(aligner, text_cond.shape[-1])
-        cond = join_text(aligned_image_tokens(image_tokens, aligner), text_cond)
+        cond = aligned_conditioning(aligner, image_tokens, VISION_SOURCE, text_cond)
         return io.NodeOutput([[cond, {"pooled_output": pooled.to(cond), "guidance": guidance}]])
 
 
@@ -121,9 +116,7 @@ def cogvideox_embeds(image_tokens: torch.Tensor, aligner, clip, text: str, negat
     if text_length < 1:
         raise ThinkDiffError(f"{image_tokens.shape[0]} image(s) give {image_length} tokens, leaving no room for text in "
                              f"{total_tokens}: use fewer images (CogVideoX reads {COGVIDEOX_TOKENS} tokens).")
-    text_cond = t5_encode(clip, text, text_length)[0]
-    check_t5_width(aligner, text_cond.shape[-1])
-    positive = join_text(aligned_image_tokens(image_tokens, aligner), text_cond)
+    positive = aligned_conditioning(aligner, image_tokens, VISION_SOURCE, t5_encode(clip, text, text_length)[0])
     negative = t5_encode(clip, negative_text, total_tokens)[0].to(positive)
     return positive, negative
 

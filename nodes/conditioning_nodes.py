@@ -11,7 +11,7 @@ from ..thinkdiff.aligner import Aligner
 from ..thinkdiff.aligner_files import load_aligner_weights
 from ..thinkdiff.errors import ThinkDiffError
 from ..thinkdiff.vlm import VLMOutput
-from .alignment import align, check_t5_width, join_text
+from .alignment import aligned_conditioning
 from .comfy_models import patcher_for, thinkdiff_file_path, thinkdiff_files
 from .text_encoding import FLUX_POOLED_WIDTH, flux_pooled, flux_text
 from .types import ALIGNER, CATEGORY, FEATURES
@@ -69,19 +69,16 @@ class ThinkDiffFluxConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, features: VLMOutput, aligner, guidance: float, text: str, text_tokens: int,
                 clip=None) -> io.NodeOutput:
-        text_cond = None
         if text.strip():
             if clip is None:
                 raise ThinkDiffError("text is set but no CLIP is connected: connect the Flux DualCLIPLoader to clip, "
                                      "or clear the text.")
             text_cond, pooled = flux_text(clip, text, text_tokens)
-            check_t5_width(aligner, text_cond.shape[-1])
+            cond = aligned_conditioning(aligner, features.features, "the VLM", text_cond)
         elif clip is not None:
             t5_width, pooled = flux_pooled(clip, "")
-            check_t5_width(aligner, t5_width)
+            cond = aligned_conditioning(aligner, features.features, "the VLM", t5_width=t5_width)
         else:
             pooled = torch.zeros(1, FLUX_POOLED_WIDTH)
-        cond = align(aligner, features.features, "the VLM")
-        if text_cond is not None:
-            cond = join_text(cond, text_cond)
+            cond = aligned_conditioning(aligner, features.features, "the VLM")
         return io.NodeOutput([[cond, {"pooled_output": pooled.to(cond), "guidance": guidance}]])

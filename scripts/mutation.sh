@@ -3,8 +3,9 @@
 # tensors-only unpickler, the VLM, T5 token fitting, images) and in the node adapters, each run against the tests that
 # reach it: the fast library tests and in-process copies of the ComfyUI end-to-end tests (tests/inprocess). A surviving
 # mutant is a bug no test would catch. Separate from CI (it takes a long while on 2 cores).
-#   bash scripts/mutation.sh            # run (resumes where a previous run stopped), then the score per file
-#   bash scripts/mutation.sh report     # the score of the last run only
+#   bash scripts/mutation.sh                  # run everything (resumes where a previous run stopped), then the score per file
+#   bash scripts/mutation.sh "thinkdiff.*"    # only these mutants (mutmut's name patterns), e.g. "nodes.text_encoding.*"
+#   bash scripts/mutation.sh report           # the score of the last run only
 # Survivors: `.dev/venv-mutmut/bin/mutmut results`, one shown with `.dev/venv-mutmut/bin/mutmut show NAME`.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,5 +18,5 @@ if [ ! -x "$VENV/bin/mutmut" ]; then
 fi
 cd "$HERE"
 export THINKDIFF_DEV_DIR=$DEV THINKDIFF_INPROCESS=1  # mutmut runs the tests from a copy in mutants/
-[ "${1:-run}" = report ] || "$VENV/bin/mutmut" run || true
+[ "${1:-}" = report ] || "$VENV/bin/mutmut" run "$@" || true
 exec "$VENV/bin/python" scripts/mutation_report.py

@@ -52,6 +52,9 @@ class ComfyInProcess:
                                                  cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
 
     def run(self, graph: dict[str, Any]) -> RunResult:
+        import folder_paths
+
+        folder_paths.filename_list_cache.clear()  # model lists as a fresh /prompt would see them
         prompt_id = str(uuid.uuid4())
         valid, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(prompt_id, graph, None))
         if not valid:
