@@ -29,7 +29,7 @@ class RunConfig:
     tasks: list[int] = field(default_factory=lambda: list(range(1, 11)))
     shots: list[int] = field(default_factory=lambda: [2, 4])
     samples_per_task: int = PROMPTS_PER_TASK  # the first N prompt-list entries (1000: the full benchmark)
-    seed: int = 42  # sample i uses seed + i (VLM sampling and Flux noise)
+    seed: int = 42  # sample i: seed + i (its Flux noise, and the VLM sampling of the batch it starts)
     shard_index: int = 0  # independent jobs: this one takes every num_shards-th batch (times Accelerate processes)
     num_shards: int = 1
 
