@@ -19,7 +19,23 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-Config = TypeVar("Config")
+Config = TypeVar("Config", bound="ConfigFile")
+
+
+@dataclasses.dataclass
+class ConfigFile:
+    """Base of a run's config: its sections are the subclass's fields; ``base_dir`` is the folder relative paths in the
+    file are resolved against (the config file's folder, else the working directory)."""
+
+    base_dir: Path = Path(".")
+
+    def path(self, value: str) -> Path:
+        """``value`` resolved against the config file's folder."""
+        return (self.base_dir / value).resolve() if value else Path()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sections as plain data (for records and checkpoints)."""
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "base_dir"}
 
 
 def parse_value(text: str) -> Any:

@@ -33,6 +33,15 @@ def _extra_slots(spec: list) -> int:
     return int(bool(options.get("control_after_generate"))) + int(bool(options.get("image_upload")))
 
 
+def _default(spec: list) -> Any:
+    """A widget's default: its ``default`` option, else a combo's first choice."""
+    options = _options(spec)
+    if "default" in options:
+        return options["default"]
+    choices = spec[0] if isinstance(spec[0], list) else options.get("options", [])
+    return choices[0] if choices else None
+
+
 def _widget_slots(spec: list, value: Any) -> list[Any]:
     """A widget's ``widgets_values`` entries: its value, then "fixed" for a seed's control and "image" for an upload button."""
     options = _options(spec)
@@ -52,8 +61,8 @@ def ui_to_api(ui: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]
         values = list(node.get("widgets_values") or [])
         inputs: dict[str, Any] = {}
         for name, spec in _input_specs(info):
-            if _is_widget(spec) and values:
-                inputs[name] = values.pop(0)
+            if _is_widget(spec):  # a widget newer than the saved workflow gets its default, as in the frontend
+                inputs[name] = values.pop(0) if values else _default(spec)
                 del values[: _extra_slots(spec)]
             if name in linked:
                 inputs[name] = [str(linked[name][1]), linked[name][2]]

@@ -7,14 +7,13 @@ be changed. Sections mirror the dataclasses below: ``[run]``, ``[data]``, ``[pre
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
-from thinkdiff.run_config import load_sections
+from thinkdiff.run_config import ConfigFile, load_sections
 
 Variant = Literal["lvlm", "clip"]
 
@@ -133,18 +132,13 @@ class OptimConfig:
 
 
 @dataclass
-class Config:
+class Config(ConfigFile):
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     precompute: PrecomputeConfig = field(default_factory=PrecomputeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    base_dir: Path = Path(".")
-
-    def path(self, value: str) -> Path:
-        """``value`` resolved against the config file's folder."""
-        return (self.base_dir / value).resolve() if value else Path()
 
     def _by_variant(self, value: int, lvlm: int, clip: int) -> int:
         return value or (lvlm if self.run.variant == "lvlm" else clip)
@@ -162,8 +156,6 @@ class Config:
     def max_steps(self) -> int:
         return self._by_variant(self.train.max_steps, 25_000, 100_000)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "base_dir"}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:

@@ -6,14 +6,13 @@ temperature 0, 512 new tokens; CLIP ViT-B/32). Relative paths are resolved again
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
-from thinkdiff.run_config import load_sections
+from thinkdiff.run_config import ConfigFile, load_sections
 
 from .prompt import INSTRUCTION
 from .protocol import PROMPTS_PER_TASK
@@ -99,7 +98,7 @@ class ReportConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ConfigFile):
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -107,11 +106,6 @@ class EvalConfig:
     comfyui: ComfyUIConfig = field(default_factory=ComfyUIConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    base_dir: Path = Path(".")
-
-    def path(self, value: str) -> Path:
-        """``value`` resolved against the config file's folder."""
-        return (self.base_dir / value).resolve() if value else Path()
 
     @property
     def output_dir(self) -> Path:
@@ -139,8 +133,6 @@ class EvalConfig:
                                  "load_datasets/prompts_list_default.json (or [data] samples to a samples .jsonl)")
         return build_samples(self.path(self.data.prompt_list), run.tasks, run.shots, run.samples_per_task)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "base_dir"}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> EvalConfig:
