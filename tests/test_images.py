@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from thinkdiff.errors import ThinkDiffError
-from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list, fit_to_pixel_budget
+from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list, fit_to_pixel_budget, tensor_to_pil
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
@@ -57,3 +57,15 @@ def test_extreme_aspect_ratio():
 def test_bad_budget():
     with pytest.raises(ThinkDiffError, match="min_pixels"):
         fit_to_pixel_budget([Image.new("RGB", (50, 50))], min_pixels=1000, max_pixels=10)
+
+
+def test_out_of_range_values_are_clamped_not_wrapped():
+    """ComfyUI images are 0..1, but nodes upstream can overshoot: -0.5 must become 0 and 1.5 255 (not wrap around)."""
+    (image,) = tensor_to_pil(torch.tensor([[[-0.5, 0.25, 1.5]]]))
+    assert image.getpixel((0, 0)) == (0, 64, 255)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P"])
+def test_pil_images_in_a_list_become_rgb(mode):
+    (image,) = as_pil_list([Image.new(mode, (8, 8))])
+    assert image.mode == "RGB"

@@ -44,3 +44,12 @@ def test_single_end_token():
 def test_bad_length():
     with pytest.raises(ValueError):
         fit_tokens([], 0, END, PAD)
+
+
+def test_a_prompt_of_only_the_end_token_is_padded():
+    assert fit_tokens([(END, 1.0, 0)], 3, END, PAD) == [(END, 1.0, 0), (PAD, 1.0, 0), (PAD, 1.0, 0)]
+
+
+def test_the_length_error_says_what_is_wrong():
+    with pytest.raises(ValueError, match="length must be at least 1, got 0"):
+        fit_tokens([(END, 1.0)], 0, END, PAD)
