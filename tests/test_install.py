@@ -57,7 +57,8 @@ def test_the_lean_environment_lacks_what_only_the_tests_install(installed):
 def test_the_pack_thinks_and_aligns_in_the_lean_environment(installed):
     """Runs the VLM (transformers, the chat template) and the aligner with only ComfyUI's and this pack's requirements."""
     graph = {
-        "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": TINY_VLM, "dtype": "fp32", "device": "default"}},
+        "1": {"class_type": "ThinkDiffVLMLoader", "inputs": {"model": TINY_VLM, "dtype": "fp32", "device": "default",
+                                                             "weights": "default"}},
         "2": {"class_type": "LoadImage", "inputs": {"image": "thinkdiff_blue_ball.png"}},
         "3": {"class_type": "ThinkDiffVLMEncode", "inputs": {
             "vlm": ["1", 0], "images": ["2", 0], "prompt": "Describe <image>.", "seed": 1, "max_new_tokens": 4,
