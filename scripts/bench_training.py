@@ -1,14 +1,10 @@
 """Benchmark of the training package on random models, all figures from one run.
 
     python scripts/bench_training.py --size tiny
-    python scripts/bench_training.py --size mid            # Qwen2-VL 2B widths (2 layers), T5 d_model 512, ViT 384 wide
+    python scripts/bench_training.py --size mid            # stage-B features 1536 wide (Qwen2-VL 2B), T5 d_model 512, ViT 384 wide
     python scripts/bench_training.py --size mid --device cuda --dtype bf16
 
-Stage A (8 requests, one 224x224 image each, the reference's sampling, same seed):
-  precompute  our batched path: prepare + generate (final-norm capture) + shard write, batch 8
-  unbatched   a loop over the library's encode(), one request at a time
-  bare        model.generate() on the same batch (prepare untimed; "bare+prep" times it too)
-  -> generated tokens/s and ratios (goals: precompute/unbatched >= 3x, precompute/bare <= 1.05 overhead).
+Stage A (precompute) has its own benchmark with the vLLM backend beside: scripts/bench_stage_a.py.
 Stage B (LVLM) and CLIP at batch 8 and 32: samples/s of a full step (data + forward + backward + AdamW) and the
 split data / frozen encoders (CLIP: vision + T5 encoder) / aligner (fwd+bwd) / decoder (the rest of the step).
 Peak memory: CUDA max_memory_allocated per configuration on a GPU; on the CPU the process's peak RSS so far.
@@ -31,15 +27,12 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-from bench_encode import random_model  # noqa: E402
+sys.path.insert(0, str(ROOT))
 from transformers import AutoTokenizer, Blip2VisionConfig, T5Config, T5ForConditionalGeneration  # noqa: E402
 
 from tests.support.paths import QWEN_TOKENIZER, T5_TOKENIZER  # noqa: E402
-from tests.support.tiny_models import qwen2vl_processor  # noqa: E402
 from thinkdiff.vision import VisionTokenEncoder  # noqa: E402
-from thinkdiff.vlm import QwenVLEncoder, VLMRequest  # noqa: E402
-from training.config import OptimConfig, PrecomputeConfig  # noqa: E402
+from training.config import OptimConfig  # noqa: E402
 from training.feature_store import FeatureShards, GeneratedSample, write_manifest, write_shard  # noqa: E402
 from training.models import DTYPES, FrozenT5, build_aligner  # noqa: E402
 from training.objectives import (  # noqa: E402
@@ -53,13 +46,12 @@ from training.objectives import (  # noqa: E402
 )
 from training.optim import make_optimizer  # noqa: E402
 from training.pairs import Pair  # noqa: E402
-from training.precompute import generate_batch, sampling_options  # noqa: E402
 
-SIZES = {  # qwen width, qwen layers, T5 widths, vision tower, stage-A tokens
-    "tiny": ("tiny", 2, dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
-             dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2), 32),
-    "mid": ("2b", 2, dict(d_model=512, d_kv=64, d_ff=1024, num_layers=4, num_heads=8),
-            dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6), 16),
+SIZES = {  # Qwen2-VL hidden size (stage-B features), T5 widths, vision tower
+    "tiny": (64, dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
+             dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)),
+    "mid": (1536, dict(d_model=512, d_kv=64, d_ff=1024, num_layers=4, num_heads=8),
+            dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=6)),
 }
 
 
@@ -83,51 +75,6 @@ def peak_memory(device: str) -> str:
         torch.cuda.reset_peak_memory_stats()
         return f"{peak:.0f} MiB (CUDA)"
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process RSS peak so far)"
-
-
-def bench_stage_a(args: argparse.Namespace, width: str, layers: int, tokens: int, folder: Path) -> None:
-    model_args = argparse.Namespace(width=width, text_layers=layers, vision_layers=layers, device=args.device, dtype=args.dtype)
-    encoder = QwenVLEncoder(random_model(model_args), qwen2vl_processor(), f"random-{width}")
-    config = PrecomputeConfig(max_new_tokens=tokens, batch_size=8)
-    images = [Image.new("RGB", (224, 224), (30 * i, 120, 200 - 20 * i)) for i in range(8)]
-    items = [(i, Pair(str(i), image, "")) for i, image in enumerate(images)]
-    torch.set_grad_enabled(False)
-    counts: dict[str, int] = {}
-
-    def precompute() -> None:
-        samples = generate_batch(encoder, items, config, seed=0)
-        write_shard(folder, 0, samples, encoder.hidden_size, skipped=0)
-        counts["precompute"] = sum(len(s.token_ids) for s in samples)
-
-    def unbatched() -> None:
-        outputs = [generate_batch(encoder, [item], config, seed=0)[0] for item in items]
-        counts["unbatched"] = sum(len(s.token_ids) for s in outputs)
-
-    requests = [VLMRequest("Describe the image concisely.", [image]) for image in images]
-    generation = sampling_options(config, 0).generation_config(encoder.eos_token_id, encoder.pad_token_id)
-    inputs = encoder.prepare(requests, config.min_pixels, config.max_pixels)
-
-    def bare() -> None:
-        torch.manual_seed(0)
-        new = encoder.model.generate(**inputs, generation_config=generation)[:, inputs["input_ids"].shape[1]:]
-        counts["bare"] = counts["bare+prep"] = int(new.numel())
-
-    def bare_with_prepare() -> None:
-        torch.manual_seed(0)
-        prepared = encoder.prepare(requests, config.min_pixels, config.max_pixels)
-        encoder.model.generate(**prepared, generation_config=generation)
-
-    runs = {"precompute": precompute, "unbatched": unbatched, "bare": bare, "bare+prep": bare_with_prepare}
-    seconds = timed(runs, args.repeats, args.device)
-    rate = {name: counts[name] / seconds[name] for name in runs}
-    print(f"\n[stage A] Qwen2-VL {width} widths x {layers} layers ({args.dtype}, {args.device}), 8 requests, <= {tokens} tokens each")
-    for name in runs:
-        print(f"  {name:11} {seconds[name]:7.3f} s  {counts[name]:5d} tokens  {rate[name]:8.1f} tokens/s")
-    print(f"  precompute vs unbatched encode loop: {rate['precompute'] / rate['unbatched']:.2f}x tokens/s (goal >= 3)")
-    print(f"  precompute time / bare generate:     {seconds['precompute'] / seconds['bare']:.3f} "
-          f"(vs bare+prepare {seconds['precompute'] / seconds['bare+prep']:.3f}; goal <= 1.05)")
-    print(f"  peak memory: {peak_memory(args.device)}")
-    torch.set_grad_enabled(True)
 
 
 def random_t5(widths: dict, device: str, dtype: torch.dtype) -> FrozenT5:
@@ -225,18 +172,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", choices=["stage-a", "stage-b", "clip"], action="append", default=[])
+    parser.add_argument("--skip", choices=["stage-b", "clip"], action="append", default=[])
     args = parser.parse_args()
-    qwen_width, layers, t5_widths, vision_widths, tokens = SIZES[args.size]
+    qwen_width, t5_widths, vision_widths = SIZES[args.size]
     print(f"bench_training --size {args.size}: torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     with tempfile.TemporaryDirectory() as tmp:
-        if "stage-a" not in args.skip:
-            bench_stage_a(args, qwen_width, layers, tokens, Path(tmp))
         if "clip" not in args.skip:
             bench_clip(args, vision_widths, random_t5(t5_widths, args.device, DTYPES[args.dtype]))
         if "stage-b" not in args.skip:
-            hidden = {"tiny": 64, "2b": 1536}[qwen_width]
-            bench_stage_b(args, hidden, random_t5(t5_widths, args.device, DTYPES[args.dtype]), Path(tmp) / "features")
+            bench_stage_b(args, qwen_width, random_t5(t5_widths, args.device, DTYPES[args.dtype]), Path(tmp) / "features")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,201 @@
+"""Stage A throughput on random Qwen2-VL models: the unbatched loop, batched transformers and vLLM, in one run.
+
+    .dev/venv-vllm/bin/python scripts/bench_stage_a.py                  # tiny and mid on the CPU, fp32 (vLLM's CPU build)
+    python scripts/bench_stage_a.py --sizes mid --device cuda --dtype bf16 --requests 256
+
+Every run answers the same requests (one 224x224 image and a reference instruction each) with stage A's sampling
+(T 0.6, top-p 0.9, stop at an end token: random models rarely sample one, so answers run to --tokens):
+  unbatched             the transformers backend one request at a time (training.precompute.generate_batch)
+  batched               the transformers backend, --batch requests per generate() (what `precompute` runs)
+  bare generate         model.generate on the same prepared batches with the same sampler: the floor under "batched"
+  batched, HF sampling  "batched" with transformers' own top-p sort and multinomial instead of thinkdiff.sampling
+  vLLM tokens / states  the vLLM backend's two engines, all requests per call: generate, then one pooling pass
+Printed: seconds, samples/s, generated tokens/s and the ratio to the unbatched loop. Times exclude model loading and
+engine start (printed apart) and are medians of --repeats after a warm-up (the transformers runs interleaved, so that a
+change in the machine's load hits them alike). Sizes: tiny = text 64 wide, 2 heads of 32
+(vLLM's CPU attention needs head sizes >= 32); mid = Qwen2-VL-2B widths (1536, 12 heads of 128), 2 text and 2 vision
+layers. Without vLLM installed the vLLM rows are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+from bench_training import timed  # noqa: E402
+
+from tests.support.tiny_models import make_qwen2vl  # noqa: E402
+from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest  # noqa: E402
+from training.config import Config  # noqa: E402
+from training.models import DTYPES  # noqa: E402
+from training.pairs import Pair  # noqa: E402
+from training.precompute import generate_batch, instruction_for, sampling_options  # noqa: E402
+
+SIZES = {"tiny": ("tiny-hd32", None, 32), "mid": ("2b", 2, 16)}  # width, layers, default tokens
+SEED = 42
+
+
+@contextlib.contextmanager
+def transformers_sampling() -> Iterator[None]:
+    """The library's generate with transformers' own sampling (top-p sort, multinomial): the reference."""
+    fast = SamplingOptions.generate_kwargs
+    SamplingOptions.generate_kwargs = lambda self, eos, pad, prompt_length: {"generation_config": self.generation_config(eos, pad)}
+    try:
+        yield
+    finally:
+        SamplingOptions.generate_kwargs = fast
+
+
+def transformers_rows(config: Config, items: list[tuple[int, Pair]], args: argparse.Namespace) -> dict[str, tuple[float, int]]:
+    """(seconds, generated tokens) of each transformers run."""
+    pre = config.precompute
+    encoder = QwenVLEncoder.from_folder(config.path(pre.vlm), dtype=DTYPES[pre.dtype]).to(args.device)
+    batches = [items[i:i + args.batch] for i in range(0, len(items), args.batch)]
+    tokens: dict[str, int] = {}
+
+    def run(name: str, groups: list[list[tuple[int, Pair]]]) -> Callable[[], None]:
+        def go() -> None:
+            tokens[name] = sum(len(s.token_ids) for group in groups for s in generate_batch(encoder, group, pre, SEED))
+        return go
+
+    sampling = sampling_options(pre, SEED)
+    prepared = [encoder.prepare([VLMRequest(instruction_for(pre.instructions, SEED, i), [pair.image]) for i, pair in group],
+                                pre.min_pixels, pre.max_pixels, pre.max_new_tokens) for group in batches]
+
+    def bare() -> None:
+        tokens["bare generate"] = 0
+        for inputs in prepared:
+            prompt = inputs["input_ids"].shape[1]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(SEED)
+                out = encoder.model.generate(**inputs, **sampling.generate_kwargs(encoder.eos_token_id, encoder.pad_token_id, prompt))
+            tokens["bare generate"] += int(out[:, prompt:].numel())
+
+    batched, reference = f"batched ({args.batch})", f"batched ({args.batch}), HF sampling"
+
+    def with_transformers_sampling() -> None:
+        with transformers_sampling():
+            run(reference, batches)()
+
+    seconds = timed({"unbatched": run("unbatched", [[item] for item in items]), batched: run(batched, batches),
+                     "bare generate": bare, reference: with_transformers_sampling}, args.repeats, args.device)
+    return {name: (seconds[name], tokens[name]) for name in seconds}
+
+
+def _vllm_phase(phase: str, config: Config, requests: list[dict[str, Any]], repeats: int, results: Any) -> None:
+    """In its own process, as the backend runs it: one engine, warmed up, then all requests per call."""
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from training.vllm_stage_a import answer_rows, engine_arguments, prompt_ids, sampling_arguments
+
+    started = time.perf_counter()
+    pooling = {"runner": "pooling", "convert": "embed", "pooler_config": {"task": "token_embed", "use_activation": False}}
+    llm = LLM(**engine_arguments(config, **(pooling if phase == "states" else {})))
+    startup = time.perf_counter() - started
+    if phase == "tokens":
+        tokenizer = AutoTokenizer.from_pretrained(str(config.path(config.precompute.vlm)))
+        prompts = [TokensPrompt(prompt_token_ids=prompt_ids(tokenizer, r["instruction"]), multi_modal_data={"image": r["image"]})
+                   for r in requests]
+        params = [SamplingParams(**sampling_arguments(config), seed=SEED + i) for i in range(len(requests))]
+        outputs: list[Any] = []
+
+        def run() -> None:
+            outputs[:] = llm.generate(prompts, params, use_tqdm=False)
+
+        seconds = timed({phase: run}, repeats, "cpu")[phase]
+        results.put((startup, seconds, [list(o.prompt_token_ids) for o in outputs], [list(o.outputs[0].token_ids) for o in outputs]))
+        return
+    prompts = [TokensPrompt(prompt_token_ids=r["prompt_ids"] + r["token_ids"], multi_modal_data={"image": r["image"]}) for r in requests]
+
+    def run() -> None:
+        for request, output in zip(requests, llm.encode(prompts, pooling_task="token_embed", use_tqdm=False), strict=True):
+            answer_rows(output.outputs.data, len(request["token_ids"]))
+
+    results.put((startup, timed({phase: run}, repeats, "cpu")[phase], None, None))
+
+
+def vllm_rows(config: Config, items: list[tuple[int, Pair]], args: argparse.Namespace) -> tuple[dict[str, tuple[float, int]], str]:
+    context = multiprocessing.get_context("spawn")
+    requests = [{"instruction": instruction_for(config.precompute.instructions, SEED, i), "image": pair.image} for i, pair in items]
+    rows, starts = {}, []
+    for phase in ("tokens", "states"):
+        results = context.Queue()
+        process = context.Process(target=_vllm_phase, args=(phase, config, requests, args.repeats, results))
+        process.start()
+        startup, seconds, prompts, answers = results.get()
+        process.join()
+        if phase == "tokens":
+            from transformers import AutoTokenizer
+
+            from training.vllm_stage_a import prompt_ids
+
+            tokenizer = AutoTokenizer.from_pretrained(str(config.path(config.precompute.vlm)))
+            for request, answer in zip(requests, answers, strict=True):
+                request.update(prompt_ids=prompt_ids(tokenizer, request["instruction"]), token_ids=answer)
+        starts.append(f"{phase} {startup:.1f} s")
+        rows[f"vLLM {phase}"] = (seconds, sum(len(r["token_ids"]) for r in requests))
+    rows["vLLM tokens + states"] = (rows["vLLM tokens"][0] + rows["vLLM states"][0], rows["vLLM tokens"][1])
+    return rows, "engine start: " + ", ".join(starts)
+
+
+def bench(size: str, args: argparse.Namespace, folder: Path) -> None:
+    width, layers, default_tokens = SIZES[size]
+    tokens = args.tokens or default_tokens
+    make_qwen2vl(folder, width=width, text_layers=layers, vision_layers=layers, dtype=DTYPES[args.dtype])
+    config = Config()
+    config.precompute.vlm, config.precompute.dtype, config.precompute.max_new_tokens = str(folder), args.dtype, tokens
+    config.precompute.vllm = {"enforce_eager": True} if args.device == "cpu" else {}  # torch.compile: minutes on a 2-core CPU
+    items = [(i, Pair(str(i), Image.new("RGB", (224, 224), (37 * i % 256, 120, 200 - 11 * i % 200)), "")) for i in range(args.requests)]
+    rows = transformers_rows(config, items, args)
+    note = "vLLM: not installed here (run in .dev/venv-vllm, scripts/bootstrap_vllm.sh)"
+    if importlib.util.find_spec("vllm") is not None:
+        more, note = vllm_rows(config, items, args)
+        rows.update(more)
+    print(f"\n[{size}] Qwen2-VL {width} widths, {layers or 2} layers ({args.dtype}, {args.device}, {torch.get_num_threads()} threads); "
+          f"{args.requests} requests, <= {tokens} tokens each")
+    print(f"  {'run':32} {'seconds':>8} {'samples/s':>10} {'tokens/s':>9} {'vs unbatched':>13}")
+    unbatched = rows["unbatched"][1] / rows["unbatched"][0]
+    for name, (seconds, count) in rows.items():
+        rate = count / seconds
+        print(f"  {name:32} {seconds:8.2f} {args.requests / seconds:10.2f} {rate:9.1f} {rate / unbatched:12.2f}x")
+    print(f"  {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=0, help="answer length cap (default: tiny 32, mid 16)")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    if args.device == "cpu":  # vLLM's CPU build: the engine core in-process (starts in half the time), a small KV cache
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    print(f"bench_stage_a: torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    torch.set_grad_enabled(False)
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            bench(size, args, Path(tmp) / size)
+
+
+if __name__ == "__main__":
+    main()
