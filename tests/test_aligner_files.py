@@ -136,11 +136,14 @@ def test_objects_beside_the_tensors_are_refused_and_no_gadget_runs_in_the_conver
     assert_same_weights(load_aligner_weights(tmp_path / "out.safetensors"), aligner)
 
 
+@pytest.mark.parametrize("protocol", [2, 5])
 @pytest.mark.parametrize("name", ["Path.touch", "os.system", "subprocess.run", "builtins.exec", "builtins.eval", "builtins.open",
                                   "pickle.loads"])
-def test_a_gadget_as_the_whole_file_runs_nothing(tmp_path, name):
+def test_a_gadget_as_the_whole_file_runs_nothing(tmp_path, name, protocol):
+    """torch.save's default pickle protocol 2 spells builtins and subprocess as ``__builtin__`` and ``commands``; a
+    hand-made file uses protocol 3+'s real module names, so both are tried."""
     marker = tmp_path / "code-ran"
-    torch.save(gadgets(marker)[name], tmp_path / "evil.pth")
+    torch.save(gadgets(marker)[name], tmp_path / "evil.pth", pickle_protocol=protocol)
     with pytest.raises(ThinkDiffError):
         convert_release_checkpoint(tmp_path / "evil.pth", tmp_path / "out.safetensors")
     with pytest.raises(ThinkDiffError):

@@ -32,7 +32,8 @@ from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.doctor import shipped_workflows
 from thinkdiff.vision import VisionTokenEncoder
-from thinkdiff.workflow_api import VIRTUAL_NODES
+from thinkdiff.vlm import QwenVLEncoder
+from thinkdiff.workflow_api import VIRTUAL_NODES, ui_to_api
 
 pytestmark = pytest.mark.comfyui
 THINKDIFF_NODES = ["ThinkDiffVLMLoader", "ThinkDiffVLMEncode", "ThinkDiffAlignerLoader", "ThinkDiffFluxConditioning",
@@ -70,12 +71,13 @@ def conditioning_graph(aligner=TINY_ALIGNER, text="", clip=True, **encode):
     return graph
 
 
-def clip_graph(node: str, images=("thinkdiff_dots.png",), text="a dog", prefix="", vision=TINY_VISION, **inputs):
+def clip_graph(node: str, images=("thinkdiff_dots.png",), text="a dog", prefix="", vision=TINY_VISION, aligner=TINY_CLIP_ALIGNER,
+               **inputs):
     """Vision loader -> image encode -> a ThinkDiff-CLIP conditioning node -> TestConditioningInfo (every output)."""
     graph = {
         "1": {"class_type": "ThinkDiffVisionLoader", "inputs": {"vision_name": vision, "dtype": "fp32", "device": "default"}},
         "3": {"class_type": "ThinkDiffImageEncode", "inputs": {"vision": ["1", 0], "images": ["10", 0]}},
-        "5": {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": TINY_CLIP_ALIGNER}},
+        "5": {"class_type": "ThinkDiffAlignerLoader", "inputs": {"aligner_name": aligner}},
         "6": TINY_CLIP,
         "7": {"class_type": node, "inputs": {"image_tokens": ["3", 0], "aligner": ["5", 0], "clip": ["6", 0], "text": text,
                                              **inputs}},
@@ -155,6 +157,16 @@ def test_node_inputs_keep_their_order(object_info):
         assert listed.get("required", []) + listed.get("optional", []) == order, node
 
 
+def test_a_text_encoder_of_the_wrong_kind_is_named(comfy, object_info):
+    """CogVideoX's T5 (no CLIP-L) on a Flux conditioning node: the pooled CLIP-L vector cannot be made."""
+    if "TinyCogVideoXCLIPLoader" not in object_info:
+        pytest.skip("this ComfyUI has no native CogVideoX (0.21+)")
+    graph = conditioning_graph(max_new_tokens=3)
+    graph["6"] = {"class_type": "TinyCogVideoXCLIPLoader", "inputs": {"clip_name": "t5xxl-tiny-random.safetensors"}}
+    result = comfy.run(graph)
+    assert not result.ok and "it is not a Flux text encoder: load clip_l + t5xxl with DualCLIPLoader (type: flux)" in result.error
+
+
 def test_workflow_templates_are_served(comfy):
     templates = comfy.get("/workflow_templates")
     assert sorted(templates[PACK_NAME]) == sorted(p.stem for p in shipped_workflows())
@@ -208,11 +220,37 @@ def test_flux_workflows_sample_diffusers_flux_schedule(comfy, object_info, workf
     graph = tiny_api_graph(workflow, object_info)
     sampler = graph[of_type(graph, "KSampler")]["inputs"]
     latent = graph[of_type(graph, "EmptySD3LatentImage")]["inputs"]
+    shift = graph[of_type(graph, "ModelSamplingFlux")]["inputs"]
+    assert all(isinstance(latent[k], list) and shift[k] == latent[k] for k in ("width", "height"))  # one source for both
     width, height = value(graph, latent["width"]), value(graph, latent["height"])
     sigmas = sampled_sigmas(comfy, graph, sampler["model"], sampler["scheduler"], sampler["steps"], sampler["denoise"])
     expected = diffusers_flux_sigmas(width, height, sampler["steps"])
     assert len(sigmas) == len(expected) == sampler["steps"] + 1
     np.testing.assert_allclose(sigmas, expected, atol=4e-4, rtol=0)
+
+
+PAPERS_THINKING = {"max_new_tokens": 128, "temperature": 0.6, "top_p": 0.9, "greedy": False, "stop_at_eos": False,
+                   "min_pixels": 3136, "max_pixels": 12845056}  # vLLM's sampling and Qwen2-VL's processor defaults (issue 9)
+
+
+def test_the_vlm_thinks_with_the_papers_settings_by_default(object_info):
+    encode = object_info["ThinkDiffVLMEncode"]["input"]["required"]
+    assert {name: encode[name][1]["default"] for name in PAPERS_THINKING} == PAPERS_THINKING
+
+
+@pytest.mark.parametrize("workflow", [w for w in shipped_workflows() if "ThinkDiffVLMEncode" in w.read_text()],
+                         ids=lambda p: p.stem)
+def test_lvlm_workflows_think_with_the_papers_settings(object_info, workflow):
+    """The image + extra-text demo (..._flux_multi_image_input.py) gives Qwen the image alone at max_pixels 65,536 and
+    its text to Flux's T5; the other LVLM workflows use the paper's settings unchanged."""
+    graph = ui_to_api(json.loads(workflow.read_text()), object_info)
+    encode = graph[of_type(graph, "ThinkDiffVLMEncode")]["inputs"]
+    expected = dict(PAPERS_THINKING)
+    if workflow.stem == "thinkdiff_lvlm_image_plus_text":
+        expected["max_pixels"] = 65536
+        assert encode["prompt"] == ""
+        assert graph[of_type(graph, "ThinkDiffFluxConditioning")]["inputs"]["text"] == "Reconstruct the texts in this image."
+    assert {name: encode[name] for name in expected} == expected
 
 
 def diffusers_flux_sigmas(width: int, height: int, steps: int) -> np.ndarray:
@@ -290,15 +328,34 @@ def test_cancel_from_the_http_api_stops_generation(comfy):
     assert len(streamed(events)) < 100
 
 
-@pytest.mark.parametrize("at", [3, 7])
-def test_cancel_takes_effect_at_the_next_token(comfy, at):
+@pytest.mark.parametrize(("at", "weights"), [(3, "default"), (7, "default"), (3, "bnb_8bit")])
+def test_cancel_takes_effect_at_the_next_token(comfy, at, weights):
     """Cancel pressed right after the ``at``-th token was streamed (the test pack does it in the server, in the generating
-    thread): the VLM must stop before streaming another. ComfyUI 0.33 throttles its own progress-hook checks to one per
-    100 ms, so only the node's per-token check can stop it there."""
+    thread): the VLM must stop before streaming another. ComfyUI's cast layers (``default``, fp8) check for Cancel at
+    every call; bitsandbytes layers do not, and ComfyUI 0.33 throttles its progress-hook checks to one per 100 ms, so
+    there only the node's own per-token check stops it."""
     comfy.post("/thinkdiff_test/interrupt_after", {"texts": at})
-    result, events = comfy.run_watching(think_graph(max_new_tokens=2048, seed=at))
+    result, events = comfy.run_watching(think_graph(max_new_tokens=2048, seed=at, weights=weights))
     assert not result.ok and result.messages("execution_interrupted")
     assert len(streamed(events)) == at
+
+
+@pytest.mark.parametrize(("stop_at_eos", "tokens"), [(True, 4), (False, 12)])
+def test_stop_at_eos_ends_the_answer_at_the_end_token(comfy, stop_at_eos, tokens):
+    """A head pushed to the end token at the 4th token: with stop_at_eos the answer is those 4 tokens (the end token
+    last); with the paper's settings the end token is masked and all 12 come."""
+    graph = think_graph(max_new_tokens=12, seed=5, stop_at_eos=stop_at_eos)
+    graph["20"] = {"class_type": "TestForceEOS", "inputs": {"vlm": ["1", 0], "at": 4}}
+    graph["2"]["inputs"]["vlm"] = ["20", 0]
+    graph["9"] = {"class_type": "TestSaveFeatures", "inputs": {"features": ["2", 0], "filename_prefix": f"eos_{stop_at_eos}"}}
+    result = comfy.run(graph)
+    assert result.ok, result.error
+    answer = saved(comfy, f"eos_{stop_at_eos}")
+    ids = answer["token_ids"].tolist()
+    assert len(ids) == answer["features"].shape[0] == tokens
+    eos = QwenVLEncoder.from_folder(comfy.base / "models" / "LLM" / TINY_VLM).eos_token_id
+    end = {eos} if isinstance(eos, int) else set(eos)
+    assert (ids[-1] in end) == stop_at_eos and not set(ids[:-1]) & end
 
 
 def saved(comfy, prefix: str) -> dict[str, torch.Tensor]:
@@ -402,11 +459,12 @@ def broken_files(base: Path) -> dict[str, Path]:
     truncated_vision = models / "thinkdiff" / "truncated-vision.safetensors"  # its header is intact
     truncated_vision.write_bytes((models / "thinkdiff" / TINY_VISION).read_bytes()[:-2048])
     wide = make_aligner(models / "thinkdiff" / "wide-output-aligner.safetensors", out_dim=48)  # 64 -> 48, T5 is 32
+    wide_clip = make_aligner(models / "thinkdiff" / "wide-output-clip-aligner.safetensors", in_dim=48, out_dim=48, variant="clip")
     legacy = models / "thinkdiff" / "legacy-format-aligner.pth"  # a pre-1.6 torch.save file
     torch.save({"model": {k: v for k, v in load_file(str(models / "thinkdiff" / TINY_ALIGNER)).items()}}, legacy,
                _use_new_zipfile_serialization=False)
     return {"half_copied": half_copied, "truncated_vlm": truncated_vlm, "damaged_vision": damaged_vision,
-            "truncated_vision": truncated_vision, "wide": wide, "legacy": legacy}
+            "truncated_vision": truncated_vision, "wide": wide, "wide_clip": wide_clip, "legacy": legacy}
 
 
 @pytest.fixture(scope="module")
@@ -441,12 +499,17 @@ def test_damaged_and_incomplete_models_are_listed_where_users_look_for_them(comf
     (lambda b: conditioning_graph(aligner=b["wide"]), r"wide-output-aligner.safetensors .* outputs 48-wide tokens but the connected "
                                                       r"T5 is 32 wide"),
     (lambda b: conditioning_graph(aligner=b["wide"], text="a red ball"), "outputs 48-wide tokens but the connected T5 is 32 wide"),
+    (lambda b: clip_graph("ThinkDiffCLIPFluxConditioning", aligner=b["wide_clip"]),
+     r"wide-output-clip-aligner.safetensors .* outputs 48-wide tokens but the connected T5 is 32 wide"),
+    (lambda b: clip_graph("ThinkDiffCogVideoXWrapperEmbeds", aligner=b["wide_clip"], negative_text="", total_tokens=226),
+     r"wide-output-clip-aligner.safetensors .* outputs 48-wide tokens but the connected T5 is 32 wide"),
 ])
 def test_damaged_models_and_wrong_widths_fail_on_their_node_before_sampling(comfy, broken, graph, message):
     result = comfy.run(graph(broken))
     assert not result.ok and re.search(message, result.error), result.error
     failed = result.messages("execution_error")[0]["node_type"]
-    assert failed in {"ThinkDiffVLMLoader", "ThinkDiffVisionLoader", "ThinkDiffFluxConditioning"}
+    assert failed in {"ThinkDiffVLMLoader", "ThinkDiffVisionLoader", "ThinkDiffFluxConditioning", "ThinkDiffCLIPFluxConditioning",
+                      "ThinkDiffCogVideoXWrapperEmbeds"}
 
 
 def test_a_legacy_format_release_aligner_loads(comfy, broken):

@@ -191,6 +191,30 @@ def test_a_prompt_beyond_the_context_fails_in_prepare_with_the_fix(encoder, two_
         encoder.encode(request, SamplingOptions(max_new_tokens=11))
 
 
+@pytest.mark.parametrize(("damage", "message"), [
+    ("header", r"model.safetensors is not a .safetensors file .*the file is damaged; download model.safetensors again from "
+               r"https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct"),
+    ("dtype", r"could not load the model in .*bad-dtype.*complete download of https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct"),
+])
+def test_a_damaged_weights_file_is_named_with_the_fix(tmp_path, tiny_vlm_folder, damage, message):
+    """A header that is not JSON (caught by reading it), and a whole file whose header names a dtype safetensors does not
+    know (caught from safetensors' own error while transformers loads it)."""
+    folder = tmp_path / f"bad-{damage}"
+    shutil.copytree(tiny_vlm_folder, folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    if damage == "header":
+        data[8:header_end] = b"\x00" * (header_end - 8)
+    else:
+        header = bytes(data[8:header_end])
+        assert b'"dtype":"F32"' in header
+        data[8:header_end] = header.replace(b'"dtype":"F32"', b'"dtype":"Q32"')
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ThinkDiffError, match=message):
+        QwenVLEncoder.from_folder(folder)
+
+
 def test_a_truncated_weights_file_is_named_with_the_fix(tmp_path, tiny_vlm_folder):
     folder = tmp_path / "interrupted-download"
     shutil.copytree(tiny_vlm_folder, folder)
@@ -224,6 +248,28 @@ def test_stop_at_eos_stops_at_the_end_token(encoder, eos_from_the_fourth_token):
     (answer,) = encoder.encode([VLMRequest("hello")], SamplingOptions(max_new_tokens=12, stop_at_eos=True))
     assert answer.token_ids.tolist()[-1] == eos_from_the_fourth_token and answer.num_tokens == 4
     assert answer.features.shape[0] == 4
+
+
+def test_stop_at_eos_trims_each_answer_of_a_batch(encoder):
+    """Only the first of two batched prompts is pushed to its end token (at its 4th token): its answer ends there, with
+    4 rows and no padding, while the other runs to the cap."""
+    eos, calls = encoder.eos_token_id[0], []
+
+    def bias(_module, _inputs, logits):
+        calls.append(1)
+        if len(calls) >= 4:
+            logits = logits.clone()
+            logits[0, ..., eos] += 1e4
+        return logits
+
+    handle = encoder.model.lm_head.register_forward_hook(bias)
+    try:
+        first, second = encoder.encode([VLMRequest("hello"), VLMRequest("a photo of a red car")],
+                                       SamplingOptions(max_new_tokens=12, stop_at_eos=True))
+    finally:
+        handle.remove()
+    assert first.num_tokens == first.features.shape[0] == 4 and first.token_ids.tolist()[-1] == eos
+    assert second.num_tokens == second.features.shape[0] == 12 and eos not in second.token_ids.tolist()
 
 
 def test_the_papers_sampling_masks_the_end_token(encoder, eos_from_the_fourth_token):

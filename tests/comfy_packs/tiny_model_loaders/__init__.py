@@ -263,6 +263,40 @@ class TestThinkPartiallyLoaded:
         return {"ui": {"text": [json.dumps({"streamed_layers": streamed})]}}
 
 
+class TestForceEOS:
+    """Pushes the VLM's head to the end token at its ``at``-th generated token, for its next generation only (a random
+    model practically never samples the end token by itself)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vlm": ("THINKDIFF_VLM",), "at": ("INT", {"default": 4, "min": 1})}}
+
+    @classmethod
+    def IS_CHANGED(cls, vlm, at):
+        return float("nan")  # arm the hook for every prompt
+
+    RETURN_TYPES = ("THINKDIFF_VLM",)
+    FUNCTION = "force"
+    CATEGORY = "testing/tiny_models"
+
+    def force(self, vlm, at):
+        encoder = vlm.model
+        eos = encoder.eos_token_id if isinstance(encoder.eos_token_id, int) else encoder.eos_token_id[0]
+        calls = []
+
+        def bias(_module, _inputs, logits):
+            calls.append(1)
+            if len(calls) < at:
+                return logits
+            handle.remove()
+            logits = logits.clone()
+            logits[..., eos] += 1e4
+            return logits
+
+        handle = encoder.model.lm_head.register_forward_hook(bias)
+        return (vlm,)
+
+
 class TestConditioningInfo:
     """Reports a CONDITIONING's shapes and keys as UI text and saves its tensors, so tests can check what a node built.
 
@@ -341,7 +375,7 @@ NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCL
                        "TestConditioningInfo": TestConditioningInfo, "TestLoadedModels": TestLoadedModels,
                        "TestSigmas": TestSigmas, "TestT5Encode": TestT5Encode, "TestSaveFeatures": TestSaveFeatures,
                        "TestFreeMemory": TestFreeMemory, "TestVLMInfo": TestVLMInfo,
-                       "TestThinkPartiallyLoaded": TestThinkPartiallyLoaded}
+                       "TestThinkPartiallyLoaded": TestThinkPartiallyLoaded, "TestForceEOS": TestForceEOS}
 if importlib.util.find_spec("comfy.ldm.cogvideo"):  # native CogVideoX: ComfyUI 0.21+
     NODE_CLASS_MAPPINGS.update(TinyCogVideoXCLIPLoader=TinyCogVideoXCLIPLoader, TinyCogVideoXVAELoader=TinyCogVideoXVAELoader)
 NODE_DISPLAY_NAME_MAPPINGS = {name: f"{name} (test)" for name in NODE_CLASS_MAPPINGS}
