@@ -1,10 +1,12 @@
 """The VLM's weight formats in the library: fp8 storage computed in the working precision, bitsandbytes as an option."""
 
+import re
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 
 from thinkdiff.errors import ThinkDiffError
@@ -50,6 +52,26 @@ def test_bitsandbytes_formats_say_how_to_install_it_when_it_is_absent(tiny_vlm_f
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
     with pytest.raises(ThinkDiffError, match=r"need the optional package bitsandbytes.*python -m pip install bitsandbytes.*fp8_e4m3fn"):
         QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=torch.float32, weights="bnb_nf4")
+
+
+@pytest.mark.parametrize("weights", ["default", "bnb_8bit"])
+def test_a_device_bitsandbytes_cannot_use_names_the_format_that_works(tiny_vlm_folder, monkeypatch, weights):
+    """transformers 4.x refuses bitsandbytes on a CPU without Intel's extension (a RuntimeError from its quantizer's
+    environment check): for bitsandbytes formats that becomes the advice; other RuntimeErrors are not reworded."""
+    model_class = transformers.Qwen2VLForConditionalGeneration
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("None of the available devices are supported by the bitsandbytes version you have installed.")
+
+    monkeypatch.setattr(model_class, "from_pretrained", refuse)
+    if weights == "default":
+        with pytest.raises(RuntimeError, match="None of the available devices"):
+            QwenVLEncoder.from_folder(tiny_vlm_folder, weights=weights)
+        return
+    with pytest.raises(ThinkDiffError, match=rf"weights bnb_8bit cannot run on this machine with transformers "
+                                             rf"{re.escape(transformers.__version__)}: None of the available devices.*"
+                                             r"Pick fp8_e4m3fn .*upgrade transformers"):
+        QwenVLEncoder.from_folder(tiny_vlm_folder, weights=weights)
 
 
 def test_an_unknown_format_is_refused(tiny_vlm_folder):

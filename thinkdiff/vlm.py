@@ -34,7 +34,14 @@ from .images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, fit_to_pixel_bud
 from .prompts import PictureLabels, render_chat
 from .safetensors_header import check_complete
 from .sampling import TopPSampler
-from .weight_formats import WeightFormat, bitsandbytes_config, check_weight_format, is_bitsandbytes, store_linears_fp8
+from .weight_formats import (
+    WeightFormat,
+    bitsandbytes_config,
+    bitsandbytes_unavailable,
+    check_weight_format,
+    is_bitsandbytes,
+    store_linears_fp8,
+)
 
 QWEN2_VL_URL = "https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct"
 SUPPORTED_MODEL_TYPES = {
@@ -230,6 +237,10 @@ class QwenVLEncoder(nn.Module):
         except (OSError, ValueError, KeyError, SafetensorError) as e:
             raise ThinkDiffError(f"could not load the model in {folder}: {e}. The folder must hold the complete "
                                  f"download of {QWEN2_VL_URL} (config, tokenizer, preprocessor and *.safetensors files).") from e
+        except RuntimeError as e:  # transformers' bitsandbytes check: no device this bitsandbytes/transformers pair supports
+            if not quantization:
+                raise
+            raise bitsandbytes_unavailable(weights, e) from e
         _check_tokenizer(processor.tokenizer, model.config, folder)
         if weights == "fp8_e4m3fn":
             store_linears_fp8(model)

@@ -90,6 +90,15 @@ def bitsandbytes_config(weights: WeightFormat, compute_dtype: torch.dtype) -> An
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["lm_head"])
 
 
+def bitsandbytes_unavailable(weights: WeightFormat, error: Exception) -> ThinkDiffError:
+    """transformers refused to set up bitsandbytes here (4.x supports the CPU only with Intel's extension)."""
+    import transformers
+
+    return ThinkDiffError(f"weights {weights} cannot run on this machine with transformers {transformers.__version__}: "
+                          f"{error} Pick fp8_e4m3fn (no extra package; it runs on any GPU and the CPU), or on a CPU upgrade "
+                          "transformers (5.x runs bitsandbytes there).")
+
+
 def check_weight_format(weights: str) -> WeightFormat:
     if weights not in WEIGHT_FORMATS:
         raise ThinkDiffError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, not {weights!r}")

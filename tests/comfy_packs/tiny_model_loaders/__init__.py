@@ -363,8 +363,13 @@ def interrupt_after_streamed_texts(count: int) -> None:
 
 
 async def interrupt_after(request):
-    interrupt_after_streamed_texts(int((await request.json())["texts"]))
-    return web.json_response({"armed": True})
+    """``{"texts": n}`` arms the Cancel after the n-th streamed text; ``{"texts": 0}`` disarms one that never fired."""
+    count = int((await request.json())["texts"])
+    if count:
+        interrupt_after_streamed_texts(count)
+    else:
+        PromptServer.instance.__dict__.pop("send_progress_text", None)
+    return web.json_response({"armed": bool(count)})
 
 
 if getattr(PromptServer, "instance", None) is not None:  # unset when ComfyUI's executor runs in-process (tests/support/comfy_inprocess.py)
