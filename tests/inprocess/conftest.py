@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.support.comfy_inprocess import ComfyInProcess
+from tests.support.comfy_inprocess import ComfyInProcess, comfy_in_this_process
 from tests.support.tiny_comfy import make_tiny_base
 
 
@@ -22,4 +22,4 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory: pytest.TempPathFactory) -> ComfyInProcess:
-    return ComfyInProcess(make_tiny_base(tmp_path_factory.mktemp("comfy_inprocess")))
+    return comfy_in_this_process(lambda: make_tiny_base(tmp_path_factory.mktemp("comfy_inprocess")))

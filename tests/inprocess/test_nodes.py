@@ -9,6 +9,7 @@ from tests.test_comfyui import (  # noqa: F401  (collected here with this folder
     test_damaged_models_and_wrong_widths_fail_on_their_node_before_sampling,
     test_each_weight_format_thinks_close_to_the_default_and_is_sized_as_stored,
     test_lvlm_conditioning_is_the_aligned_features_then_t5_with_clip_l_pooled,
+    test_stop_at_eos_ends_the_answer_at_the_end_token,
     test_the_vlm_and_aligner_are_evicted_when_another_model_needs_the_memory,
     test_without_a_clip_the_pooled_vector_is_exactly_zero,
 )

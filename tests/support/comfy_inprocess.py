@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .comfy_server import RunResult
-from .paths import COMFYUI
+from .paths import COMFYUI, REPO
 
 
 class _Server:
@@ -28,6 +30,33 @@ class _Server:
 
     def queue_updated(self) -> None:
         pass
+
+
+def _name_node_functions_as_imported_from_the_repository() -> None:
+    """ComfyUI imports the pack under its folder path, so ``nodes/alignment.py`` runs as ``<path>.nodes.alignment``;
+    mutmut finds a function's mutants (and records which tests reach it) by ``__module__``, ``nodes.alignment`` in the
+    repository. Give the pack's node functions and methods that name."""
+    for module in list(sys.modules.values()):
+        file = Path(getattr(module, "__file__", None) or "/").resolve()
+        if file.parent != REPO / "nodes":
+            continue
+        name = "nodes" if file.stem == "__init__" else f"nodes.{file.stem}"
+        for value in vars(module).values():
+            members = vars(value).values() if isinstance(value, type) else [value]
+            for function in members:
+                if inspect.isfunction(function) and function.__module__ == module.__name__:
+                    function.__module__ = name
+
+
+_THIS_PROCESS: list[ComfyInProcess] = []
+
+
+def comfy_in_this_process(make_base: Callable[[], Path]) -> ComfyInProcess:
+    """The process's one ComfyInProcess, made on first use in a base from ``make_base``. ComfyUI's folder paths and node
+    registry cannot be re-pointed, and mutmut runs its stats and clean passes as two pytest sessions in one process."""
+    if not _THIS_PROCESS:
+        _THIS_PROCESS.append(ComfyInProcess(make_base()))
+    return _THIS_PROCESS[0]
 
 
 class ComfyInProcess:
@@ -47,6 +76,7 @@ class ComfyInProcess:
         import nodes
 
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+        _name_node_functions_as_imported_from_the_repository()
         self.execution = execution
         self.executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC,
                                                  cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
