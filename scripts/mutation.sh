@@ -18,5 +18,8 @@ if [ ! -x "$VENV/bin/mutmut" ]; then
 fi
 cd "$HERE"
 export THINKDIFF_DEV_DIR=$DEV THINKDIFF_INPROCESS=1  # mutmut runs the tests from a copy in mutants/
+# mutmut forks a child per mutant from a process that has run torch: a parent OpenMP thread pool deadlocks such children.
+# One thread each (mutmut runs one child per core).
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 [ "${1:-}" = report ] || "$VENV/bin/mutmut" run "$@" || true
 exec "$VENV/bin/python" scripts/mutation_report.py

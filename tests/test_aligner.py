@@ -60,3 +60,16 @@ def test_the_norm_epsilon_is_t5s_1e_6_where_it_matters():
     x = torch.randn(4, 64, generator=torch.Generator().manual_seed(0)) * 1e-3
     expected = x.double() / torch.sqrt(x.double().pow(2).mean(-1, keepdim=True) + 1e-6)
     torch.testing.assert_close(norm(x).double(), expected, rtol=1e-5, atol=1e-9)
+
+
+def test_from_state_dict_builds_in_the_weights_dtype_with_the_given_layers_and_loads_strictly():
+    state = {k: v.to(torch.bfloat16) for k, v in random_aligner(12, 20, 8, seed=3).state_dict().items()}
+
+    class Linear(torch.nn.Linear):
+        pass
+
+    aligner = Aligner.from_state_dict(state, operations=type("Ops", (), {"Linear": Linear}))
+    assert {p.dtype for p in aligner.parameters()} == {torch.bfloat16}
+    assert type(aligner.in_proj) is Linear and type(aligner.out_proj) is Linear
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        Aligner.from_state_dict({**state, "extra.weight": torch.zeros(1)})

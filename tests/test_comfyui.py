@@ -444,7 +444,9 @@ def test_models_live_in_comfyuis_memory_manager(comfy):
     (lambda: think_graph(prompt="<image> and <image>", images=["thinkdiff_dots.png"]), "2 <image> placeholder"),
     (lambda: think_graph(prompt="   "), "no text"),
     (lambda: conditioning_graph(text="extra", clip=False), "no CLIP is connected"),
-    (lambda: conditioning_graph(aligner="wrong-width.safetensors"), "expects 48"),
+    (lambda: conditioning_graph(aligner="wrong-width.safetensors"),
+     "expects 48. Use the aligner trained for this encoder (release: thinkdiff_lvlm for Qwen2-VL-7B, 3584 wide; "
+     "thinkdiff_clip for BLIP-2's EVA ViT-g, 1408 wide)."),
 ])
 def test_bad_input_is_reported_on_the_node_and_loses_nothing(comfy, graph, message):
     make_aligner(comfy.base / "models" / "thinkdiff" / "wrong-width.safetensors", in_dim=48)
@@ -506,7 +508,10 @@ def test_damaged_and_incomplete_models_are_listed_where_users_look_for_them(comf
     (lambda b: clip_graph("ThinkDiffCLIPFluxConditioning", vision=b["truncated_vision"]),
      r"truncated-vision.safetensors is truncated .*extract or download it again"),
     (lambda b: conditioning_graph(aligner=b["wide"]), r"wide-output-aligner.safetensors .* outputs 48-wide tokens but the connected "
-                                                      r"T5 is 32 wide"),
+                                                      r"T5 is 32 wide, so the diffusion model cannot read them. Use the aligner "
+                                                      r"trained for this T5 \(the release aligners output 4096, T5-XXL's width, "
+                                                      r"for Flux.1 and CogVideoX\) or connect the text encoder of the model you "
+                                                      r"sample with."),
     (lambda b: conditioning_graph(aligner=b["wide"], text="a red ball"), "outputs 48-wide tokens but the connected T5 is 32 wide"),
     (lambda b: clip_graph("ThinkDiffCLIPFluxConditioning", aligner=b["wide_clip"]),
      r"wide-output-clip-aligner.safetensors .* outputs 48-wide tokens but the connected T5 is 32 wide"),

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from PIL import Image
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list, fit_to_pixel_budget, tensor_to_pil
@@ -69,3 +70,18 @@ def test_out_of_range_values_are_clamped_not_wrapped():
 def test_pil_images_in_a_list_become_rgb(mode):
     (image,) = as_pil_list([Image.new(mode, (8, 8))])
     assert image.mode == "RGB"
+
+
+@pytest.mark.parametrize(("size", "min_pixels", "max_pixels"), [((1000, 700), 3136, 65536), ((50, 40), 200704, 1003520),
+                                                                 ((640, 480), 3136, 3136), ((28, 28), 1, 784)])
+def test_sizes_are_qwen2_vls_for_any_budget(size, min_pixels, max_pixels):
+    """transformers' own smart_resize (the processor's), with budgets other than its defaults; min == max is allowed."""
+    height, width = smart_resize(size[1], size[0], factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
+    (image,) = fit_to_pixel_budget([Image.new("RGB", size)], min_pixels=min_pixels, max_pixels=max_pixels)
+    assert image.size == (width, height)
+
+
+def test_a_side_thinner_than_a_patch_is_first_scaled_up_to_one_patch():
+    """10x200 keeps its aspect ratio while reaching 28 px (28x560), then the processor's resize applies."""
+    height, width = smart_resize(560, 28, factor=28, min_pixels=REFERENCE_MIN_PIXELS, max_pixels=REFERENCE_MAX_PIXELS)
+    assert fit_to_pixel_budget([Image.new("RGB", (10, 200))])[0].size == (width, height)

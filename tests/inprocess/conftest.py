@@ -5,10 +5,13 @@ server processes (tests/test_comfyui.py).
 """
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from tests.support.comfy_inprocess import ComfyInProcess, comfy_in_this_process
+from tests.support.paths import DEV
 from tests.support.tiny_comfy import make_tiny_base
 
 
@@ -20,6 +23,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def fresh_base() -> Path:
+    """Outside pytest's numbered temporary folders: mutmut runs a pytest session per mutant in forks of one process, and
+    pytest deletes all but the last three sessions' folders, the process's ComfyUI base among them."""
+    base = DEV / "comfy-inprocess"
+    shutil.rmtree(base, ignore_errors=True)
+    return make_tiny_base(base)
+
+
 @pytest.fixture(scope="session")
-def comfy(tmp_path_factory: pytest.TempPathFactory) -> ComfyInProcess:
-    return comfy_in_this_process(lambda: make_tiny_base(tmp_path_factory.mktemp("comfy_inprocess")))
+def comfy() -> ComfyInProcess:
+    return comfy_in_this_process(fresh_base)

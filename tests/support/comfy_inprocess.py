@@ -32,20 +32,22 @@ class _Server:
         pass
 
 
-def _name_node_functions_as_imported_from_the_repository() -> None:
+def _name_pack_functions_as_imported_from_the_repository() -> None:
     """ComfyUI imports the pack under its folder path, so ``nodes/alignment.py`` runs as ``<path>.nodes.alignment``;
     mutmut finds a function's mutants (and records which tests reach it) by ``__module__``, ``nodes.alignment`` in the
-    repository. Give the pack's node functions and methods that name."""
+    repository. Give the pack's functions and methods (``nodes/``, and ``thinkdiff/`` as the pack imports it) that name."""
     for module in list(sys.modules.values()):
         file = Path(getattr(module, "__file__", None) or "/").resolve()
-        if file.parent != REPO / "nodes":
+        if file.parent not in (REPO / "nodes", REPO / "thinkdiff"):
             continue
-        name = "nodes" if file.stem == "__init__" else f"nodes.{file.stem}"
+        name = file.parent.name if file.stem == "__init__" else f"{file.parent.name}.{file.stem}"
         for value in vars(module).values():
             members = vars(value).values() if isinstance(value, type) else [value]
-            for function in members:
-                if inspect.isfunction(function) and function.__module__ == module.__name__:
+            for member in members:
+                function = getattr(member, "__func__", member)  # classmethods
+                while inspect.isfunction(function) and function.__module__ == module.__name__:
                     function.__module__ = name
+                    function = getattr(function, "__wrapped__", None)  # what a decorator (mutmut's trampoline) wraps
 
 
 _THIS_PROCESS: list[ComfyInProcess] = []
@@ -76,7 +78,7 @@ class ComfyInProcess:
         import nodes
 
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
-        _name_node_functions_as_imported_from_the_repository()
+        _name_pack_functions_as_imported_from_the_repository()
         self.execution = execution
         self.executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC,
                                                  cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
@@ -89,6 +91,7 @@ class ComfyInProcess:
         valid, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(prompt_id, graph, None))
         if not valid:
             raise ValueError(f"ComfyUI refused the graph: {error} {node_errors}")
+        self.executor.reset()  # no node outputs cached from an earlier prompt: a mutant switched on since must run
         self.executor.execute(graph, prompt_id, {"client_id": "inprocess"}, outputs)
         status = {"status_str": "success" if self.executor.success else "error", "completed": True,
                   "messages": self.executor.status_messages}
