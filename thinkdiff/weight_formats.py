@@ -5,7 +5,7 @@
   as float8 e4m3fn, each layer computed in the working precision (``CastLinear``). Plain torch: any GPU, the CPU, no
   extra dependency. Embeddings and the vision tower stay in the working precision (the vision tower is small).
 - ``bnb_8bit`` / ``bnb_nf4``: bitsandbytes' LLM.int8 and 4-bit NormalFloat of every Linear but ``lm_head`` (the vision
-  tower's too, so that Qwen2-VL-7B fits in 6.5 GB with NF4), through transformers' quantization config (optional
+  tower's too, so that Qwen2-VL-7B fits in about 6.2 GB with NF4), through transformers' quantization config (optional
   dependency).
 
 Sizes of Qwen2-VL-7B (8.29 B parameters), computed from its shapes: bf16 16.6 GB, fp8 9.5 GB, 8-bit about 9.4 GB and NF4
@@ -17,7 +17,7 @@ None of this imports ComfyUI: the nodes turn the layers into ComfyUI cast layers
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from torch import nn
 from .errors import ThinkDiffError
 
 WeightFormat = Literal["default", "fp8_e4m3fn", "bnb_8bit", "bnb_nf4"]
-WEIGHT_FORMATS: tuple[WeightFormat, ...] = ("default", "fp8_e4m3fn", "bnb_8bit", "bnb_nf4")
+WEIGHT_FORMATS: tuple[WeightFormat, ...] = get_args(WeightFormat)
 BITSANDBYTES_INSTALL = "python -m pip install bitsandbytes"
 VISION_PREFIX = "visual"  # Qwen2-VL's vision tower: model.visual (transformers 4.x) or model.model.visual (5.x)
 
