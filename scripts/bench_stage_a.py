@@ -5,7 +5,7 @@
 
 Every run answers the same requests (one 224x224 image and a reference instruction each) with stage A's sampling
 (T 0.6, top-p 0.9, stop at an end token: random models rarely sample one, so answers run to --tokens):
-  unbatched             the transformers backend one request at a time (training.precompute.generate_batch)
+  unbatched             the transformers backend one request at a time (training.transformers_stage_a.generate_batch)
   batched               the transformers backend, --batch requests per generate() (what `precompute` runs)
   bare generate         model.generate on the same prepared batches with the same sampler: the floor under "batched"
   batched, HF sampling  "batched" with transformers' own top-p sort and multinomial instead of thinkdiff.sampling
@@ -43,7 +43,8 @@ from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest  # noqa: E4
 from training.config import Config  # noqa: E402
 from training.models import DTYPES  # noqa: E402
 from training.pairs import Pair  # noqa: E402
-from training.precompute import generate_batch, instruction_for, sampling_options  # noqa: E402
+from training.stage_a_plan import instruction_for, sampling_options  # noqa: E402
+from training.transformers_stage_a import generate_batch  # noqa: E402
 
 SIZES = {"tiny": ("tiny-hd32", None, 32), "mid": ("2b", 2, 16)}  # width, layers, default tokens
 SEED = 42

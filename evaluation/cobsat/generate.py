@@ -1,7 +1,6 @@
 """``generate``: one image per sample, written where CoBSAT's ``evaluation_icl.py`` looks for it.
 
-Layout under ``OUTPUT_DIR/images``: ``shot_{N}/task_{T}/{save_name}.jpg`` (the image), ``.txt`` (the VLM's answer) and
-``.json`` (a small record with the seconds it took, written last: a sample with a record is finished). Samples are cut
+Layout: see ``records.py`` (a sample with a ``.json`` record is finished). Samples are cut
 into fixed batches of ``batch_size`` consecutive prompt-list entries per (shot, task); sample ``i`` uses seed ``seed + i`` and a VLM batch
 samples with the seed of its first entry, so a batch gives the same result however often the run is restarted. A
 restarted run skips finished batches and redoes a partly finished batch whole, writing only its missing samples.
@@ -16,16 +15,14 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from PIL import Image
+from typing import Any
 
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.progress import Progress
 
 from .config import EvalConfig
+from .records import Backend, Generated, image_file, record_file, sample_dir
 from .samples import Sample, by_shot_and_task, check_dataset_root
 
 JPEG_QUALITY = 95
@@ -33,31 +30,6 @@ JPEG_QUALITY = 95
 FIXED_SETTINGS = ("instruction", "max_new_tokens", "temperature", "top_p", "min_pixels", "max_pixels", "width", "height",
                   "steps", "guidance")
 COMFYUI_MODELS = ("vlm", "aligner", "unet", "clip_l", "t5", "vae")
-
-
-@dataclass
-class Generated:
-    image: Image.Image
-    text: str = ""  # the VLM's answer
-    tokens: int = 0
-    vlm_seconds: float = 0.0  # this sample's share of its VLM batch (the diffusers backend measures it)
-
-
-class Backend(Protocol):
-    def generate(self, samples: Sequence[Sample], seeds: Sequence[int]) -> list[Generated]:
-        """One image per sample, in order."""
-
-
-def sample_dir(images_dir: Path, sample: Sample) -> Path:
-    return images_dir / f"shot_{sample.shot}" / f"task_{sample.task}"
-
-
-def image_file(images_dir: Path, sample: Sample) -> Path:
-    return sample_dir(images_dir, sample) / f"{sample.save_name}.jpg"
-
-
-def record_file(images_dir: Path, sample: Sample) -> Path:
-    return sample_dir(images_dir, sample) / f"{sample.save_name}.json"
 
 
 def fixed_batches(samples: Sequence[Sample], batch_size: int) -> list[list[Sample]]:
