@@ -37,13 +37,13 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoTokenizer
 
+from thinkdiff.dtypes import DTYPES
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.progress import Progress
 from thinkdiff.prompts import render_chat
 
 from .config import Config
 from .feature_store import GeneratedSample, write_atomic, write_shard
-from .models import DTYPES
 from .pairs import Pair, PairDataset, pairs_from_config
 from .stage_a_plan import (
     ReadyImages,
