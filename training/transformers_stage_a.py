@@ -10,12 +10,12 @@ from pathlib import Path
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
+from thinkdiff.dtypes import DTYPES
 from thinkdiff.progress import Progress
 from thinkdiff.vlm import QwenVLEncoder, VLMRequest
 
 from .config import Config, PrecomputeConfig
 from .feature_store import GeneratedSample, write_shard
-from .models import DTYPES
 from .pairs import Pair, pairs_from_config
 from .stage_a_plan import (
     ReadyImages,

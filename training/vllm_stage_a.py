@@ -37,13 +37,14 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoTokenizer
 
+from thinkdiff.atomic_files import write_text_atomically
+from thinkdiff.dtypes import DTYPES
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.progress import Progress
 from thinkdiff.prompts import render_chat
 
 from .config import Config
-from .feature_store import GeneratedSample, write_atomic, write_shard
-from .models import DTYPES
+from .feature_store import GeneratedSample, write_shard
 from .pairs import Pair, PairDataset, pairs_from_config
 from .stage_a_plan import (
     ReadyImages,
@@ -166,7 +167,7 @@ def generate_tokens(config: Config, pairs: PairDataset, shards: list[int]) -> No
             sample["token_ids"] = list(output.outputs[0].token_ids)
             sample["text"] = tokenizer.decode(sample["token_ids"], skip_special_tokens=True)
         text = json.dumps({"samples": samples, "skipped": len(items) - len(usable)}, ensure_ascii=False)
-        write_atomic(tokens_file(folder, items[0][0] // pre.samples_per_shard), lambda path, t=text: path.write_text(t, encoding="utf-8"))
+        write_text_atomically(tokens_file(folder, items[0][0] // pre.samples_per_shard), text)
         progress.update(len(items), sum(len(s["token_ids"]) for s in samples))
 
 

@@ -12,12 +12,12 @@ shard_index``) times the processes of each (``accelerate launch``), so GPUs and 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from thinkdiff.atomic_files import write_text_atomically
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.progress import Progress
 
@@ -45,14 +45,7 @@ def write_outputs(images_dir: Path, sample: Sample, seed: int, result: Generated
     record = {"task": sample.task, "shot": sample.shot, "index": sample.index, "save_name": sample.save_name, "seed": seed,
               "backend": backend, "gt": sample.gt, "vlm_text": result.text, "vlm_tokens": result.tokens,
               "seconds": round(seconds, 4), "vlm_seconds": round(result.vlm_seconds, 4)}
-    write_atomically(record_file(images_dir, sample), json.dumps(record, indent=1))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the whole new one (a record marks a finished sample)."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    write_text_atomically(record_file(images_dir, sample), json.dumps(record, indent=1))
 
 
 def manifest(config: EvalConfig) -> dict[str, Any]:
@@ -82,7 +75,7 @@ def write_manifest(images_dir: Path, expected: dict[str, Any]) -> None:
     path = images_dir / "manifest.json"
     if not path.is_file():
         images_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, json.dumps(expected, indent=1))
+        write_text_atomically(path, json.dumps(expected, indent=1))
 
 
 def load_backend(config: EvalConfig, device: str, graph_hook: Callable[[dict], dict] | None = None) -> Backend:
