@@ -32,9 +32,10 @@ from transformers import AutoTokenizer, Blip2VisionConfig, T5Config, T5ForCondit
 
 from tests.support.paths import QWEN_TOKENIZER, T5_TOKENIZER  # noqa: E402
 from thinkdiff.dtypes import DTYPES  # noqa: E402
+from thinkdiff.manifest import write_manifest_if_new  # noqa: E402
 from thinkdiff.vision import VisionTokenEncoder  # noqa: E402
 from training.config import OptimConfig  # noqa: E402
-from training.feature_store import FeatureShards, GeneratedSample, write_manifest, write_shard  # noqa: E402
+from training.feature_store import FeatureShards, GeneratedSample, write_shard  # noqa: E402
 from training.models import FrozenT5, build_aligner  # noqa: E402
 from training.objectives import (  # noqa: E402
     CLIPExamples,
@@ -139,7 +140,7 @@ def bench_stage_b(args: argparse.Namespace, qwen_width: int, t5: FrozenT5, folde
     text = "A tabby cat sleeps on a wooden chair next to a sunny window while rain falls outside. " * 4
     ids = torch.tensor(tokenizer(text).input_ids[:64])
     samples = [GeneratedSample(str(i), "x", torch.randn(len(ids), qwen_width), ids, text) for i in range(64)]
-    write_manifest(folder, {"vlm": "random", "vlm_path": str(QWEN_TOKENIZER), "hidden_size": qwen_width})
+    write_manifest_if_new(folder, {"vlm": "random", "vlm_path": str(QWEN_TOKENIZER), "hidden_size": qwen_width})
     write_shard(folder, 0, samples, qwen_width, skipped=0)
     dataset = LVLMExamples(FeatureShards(folder), tokenizer, seed=0, max_split=128)
     aligner = build_aligner("lvlm", qwen_width, t5).to(args.device)

@@ -3,7 +3,7 @@
 A shard ``shard-NNNNNN`` is two files: ``.safetensors`` with ``features`` [sum L, H] (bf16 by default),
 ``token_ids`` [sum L] and ``offsets`` [n + 1] (sample i owns rows ``offsets[i]:offsets[i+1]``), and
 ``.json`` with the per-sample keys, instructions and texts. The JSON is written last (atomically), so
-its presence marks a finished shard. ``manifest.json`` records how the features were made.
+its presence marks a finished shard. ``manifest.json`` (``thinkdiff.manifest``) records how the features were made.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from torch.utils.data import Dataset
 
 from thinkdiff.atomic_files import write_atomically, write_text_atomically
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.manifest import MANIFEST, read_manifest
 from thinkdiff.safetensors_header import check_complete
-
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -57,16 +56,12 @@ def finished_shards(folder: Path) -> list[int]:
     return sorted(int(p.stem.removeprefix("shard-")) for p in folder.glob("shard-*.json"))
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST
-    if not path.is_file():
+def features_manifest(folder: Path) -> dict[str, Any]:
+    """The settings stage A recorded for a features folder (see ``thinkdiff.manifest``); a clear error without them."""
+    manifest = read_manifest(folder)
+    if manifest is None:
         raise ThinkDiffError(f"{folder} holds no precomputed features ({MANIFEST} missing): run `python -m training precompute` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return manifest
 
 
 def _read_shard_records(folder: Path, shard_id: int) -> dict[str, Any]:
@@ -87,7 +82,7 @@ class FeatureShards(Dataset):
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.manifest = read_manifest(folder)
+        self.manifest = features_manifest(folder)
         self.index: list[tuple[int, int]] = []  # (shard id, row in shard)
         self.skipped_inputs = 0
         for shard_id in finished_shards(folder):

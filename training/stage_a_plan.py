@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch.utils.data import Dataset, Sampler
 
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import fit_to_pixel_budget
+from thinkdiff.manifest import check_manifest, write_manifest_if_new
 from thinkdiff.vlm import SamplingOptions
 
 from .config import Config, PrecomputeConfig
-from .feature_store import finished_shards, read_manifest, write_manifest
+from .feature_store import finished_shards
 from .pairs import Pair, PairDataset
 
+T = TypeVar("T")
 # Manifest entries that must not change while a features folder is being filled.
 FIXED_MANIFEST_KEYS = ("vlm", "hidden_size", "num_samples", "samples_per_shard", "seed", "sampling", "instructions",
                        "min_pixels", "max_pixels", "dtype", "storage_dtype")
@@ -93,16 +95,26 @@ def manifest_for(config: Config, hidden_size: int, num_samples: int) -> dict[str
             "instructions": list(pre.instructions), "min_pixels": pre.min_pixels, "max_pixels": pre.max_pixels}
 
 
-def check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest of a new folder, or refuse settings that differ from an existing one's."""
-    if not (folder / "manifest.json").is_file():
-        write_manifest(folder, manifest)
-        return
-    existing = read_manifest(folder)
-    changed = [k for k in FIXED_MANIFEST_KEYS if existing.get(k) != manifest[k]]
-    if changed:
-        raise ThinkDiffError(f"{folder} was filled with different settings ({', '.join(changed)}); "
-                             "use a new [precompute] features_dir or restore the settings")
+def check_and_write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a features folder filled with other settings (``FIXED_MANIFEST_KEYS``); record them in a new one."""
+    check_manifest(folder, manifest, FIXED_MANIFEST_KEYS, "use a new [precompute] features_dir or restore the settings")
+    write_manifest_if_new(folder, manifest)
+
+
+def on_every_process(step: Callable[[], T], all_gather: Callable[[str | None], list[str | None]]) -> T:
+    """Run ``step`` in each process and share the outcome (``all_gather``: every process's value in rank order): if a
+    process failed, all of them raise its message at once, rather than the others waiting for it at a barrier."""
+    result, error = None, None
+    try:
+        result = step()
+    except (ThinkDiffError, OSError) as e:
+        error = str(e)
+    outcomes = all_gather(error)
+    failed = [message if len(outcomes) == 1 else f"process {rank}: {message}"
+              for rank, message in enumerate(outcomes) if message is not None]
+    if failed:
+        raise ThinkDiffError("; ".join(failed))
+    return result  # type: ignore[return-value]
 
 
 def unfinished_shards(folder: Path, num_samples: int, samples_per_shard: int, rank: int, world: int) -> list[int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 
 from thinkdiff.dtypes import DTYPES
@@ -20,9 +21,10 @@ from .pairs import Pair, pairs_from_config
 from .stage_a_plan import (
     ReadyImages,
     ShardBatches,
-    check_manifest,
+    check_and_write_manifest,
     instruction_for,
     manifest_for,
+    on_every_process,
     sampling_options,
     unfinished_shards,
 )
@@ -49,9 +51,9 @@ def precompute_with_transformers(config: Config) -> Path:
     vlm, folder = config.path(pre.vlm), config.path(pre.features_dir)
     pairs = pairs_from_config(config, require_caption=False)  # the target is Qwen's own answer, not the caption
     encoder = QwenVLEncoder.from_folder(vlm, dtype=DTYPES[pre.dtype]).to(accelerator.device)
-    if accelerator.is_main_process:
-        check_manifest(folder, manifest_for(config, encoder.hidden_size, len(pairs)))
-    accelerator.wait_for_everyone()
+    manifest = manifest_for(config, encoder.hidden_size, len(pairs))
+    on_every_process(lambda: check_and_write_manifest(folder, manifest) if accelerator.is_main_process else None,
+                     lambda error: gather_object([error]))
     mine = unfinished_shards(folder, len(pairs), pre.samples_per_shard, accelerator.process_index, accelerator.num_processes)
     batches = ShardBatches(mine, pre.samples_per_shard, len(pairs), pre.batch_size)
     loader = DataLoader(ReadyImages(pairs, pre.min_pixels, pre.max_pixels), batch_sampler=batches, collate_fn=list,

@@ -14,9 +14,10 @@ weights at a time:
           file goes.
 
 Scale-out as vLLM does it: tensor parallel inside an engine (``[precompute] vllm = {tensor_parallel_size = 8}``), data
-parallel as processes with an engine each, launched by ``accelerate launch`` or ``torchrun`` (``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``) on one or more nodes. Process r of n takes shards r, r + n, ... as the transformers backend does; local
-rank k drives GPUs k*tp .. k*tp + tp - 1.
+parallel as processes with an engine each, launched by ``accelerate launch``, ``torchrun`` or SLURM (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) on one or more nodes. Process r of n takes shards r, r + n,
+... as the transformers backend does; local rank k drives GPUs k*tp .. k*tp + tp - 1 of those it sees, or all of them
+when it sees exactly tp (see ``gpu_group``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import json
 import multiprocessing
 import os
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,16 +49,16 @@ from .pairs import Pair, PairDataset, pairs_from_config
 from .stage_a_plan import (
     ReadyImages,
     ShardBatches,
-    check_manifest,
+    check_and_write_manifest,
     instruction_for,
     manifest_for,
+    on_every_process,
     sampling_options,
     unfinished_shards,
 )
 
 TOKENS_DIR = "vllm-tokens"
 STATES_CHUNK = 64  # requests per pooling call: each returns a state for every position, image tokens included
-MANIFEST_WAIT_S = 600.0
 # A launcher's variables for torch.distributed: each engine sets up its own (tensor-parallel) group instead.
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
                       "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
@@ -81,13 +81,18 @@ class Launch:
 
 
 def gpu_group(local_rank: int, tensor_parallel: int, visible: str | None, device_count: int) -> str:
-    """``CUDA_VISIBLE_DEVICES`` for local process ``local_rank``: its ``tensor_parallel`` consecutive GPUs of the node."""
+    """``CUDA_VISIBLE_DEVICES`` for local process ``local_rank``, from the devices this process sees (``visible``, else
+    ``device_count`` of them). Seeing all the node's GPUs (torchrun), it takes its ``tensor_parallel`` consecutive ones;
+    seeing exactly ``tensor_parallel`` (a launcher that binds GPUs per task, as SLURM's ``--gpus-per-task`` does, where
+    every task sees ``CUDA_VISIBLE_DEVICES=0``), they are its own."""
     devices = visible.split(",") if visible else [str(i) for i in range(device_count)]
-    group = devices[local_rank * tensor_parallel:(local_rank + 1) * tensor_parallel]
-    if len(group) < tensor_parallel:
-        raise ThinkDiffError(f"local process {local_rank} needs {tensor_parallel} GPU(s) (tensor_parallel_size) but the node has "
-                             f"{len(devices)}: start {len(devices) // tensor_parallel} process(es) per node")
-    return ",".join(group)
+    if len(devices) >= (local_rank + 1) * tensor_parallel:
+        return ",".join(devices[local_rank * tensor_parallel:(local_rank + 1) * tensor_parallel])
+    if len(devices) == tensor_parallel:
+        return ",".join(devices)
+    raise ThinkDiffError(f"local process {local_rank} needs {tensor_parallel} GPU(s) (tensor_parallel_size) but sees "
+                         f"{len(devices)} ({visible or 'all'}): start {len(devices) // tensor_parallel} process(es) per node, "
+                         f"or give each process {tensor_parallel} GPU(s) of its own")
 
 
 def engine_arguments(config: Config, **phase: Any) -> dict[str, Any]:
@@ -231,30 +236,48 @@ def pending_shards(folder: Path, num_samples: int, samples_per_shard: int, launc
     return [shard for shard in mine if not tokens_file(folder, shard).is_file()], mine
 
 
-def _wait_for_manifest(folder: Path) -> None:
-    """Other processes wait for process 0's manifest before checking it against their settings."""
-    deadline = time.monotonic() + MANIFEST_WAIT_S
-    while not (folder / "manifest.json").is_file():
-        if time.monotonic() > deadline:
-            raise ThinkDiffError(f"process 0 did not write {folder / 'manifest.json'} within {MANIFEST_WAIT_S:.0f} s; did it fail?")
-        time.sleep(1.0)
+@contextlib.contextmanager
+def launcher_group(launch: Launch) -> Iterator[Callable[[str | None], list[str | None]]]:
+    """While open: ``all_gather`` over the launched processes (a gloo group from the launcher's variables; nothing to
+    gather from with one process). Closed before the phases, whose engines set up their own groups."""
+    if launch.world == 1:
+        yield lambda value: [value]
+        return
+    torch.distributed.init_process_group("gloo", rank=launch.rank, world_size=launch.world)
+    try:
+        def all_gather(value: str | None) -> list[str | None]:
+            values: list[str | None] = [None] * launch.world
+            torch.distributed.all_gather_object(values, value)
+            return values
+
+        yield all_gather
+    finally:
+        torch.distributed.destroy_process_group()
 
 
-def precompute_with_vllm(config: Config) -> Path:
-    """Fill ``precompute.features_dir`` with vLLM; returns it. Safe to rerun: each phase continues where it stopped."""
+def prepare(config: Config, launch: Launch) -> tuple[PairDataset, int]:
+    """The pairs and the VLM's width, with this process's GPUs picked and (process 0) the manifest checked and written."""
     if importlib.util.find_spec("vllm") is None:
         raise ThinkDiffError(INSTALL_HINT)
     pre = config.precompute
-    folder = config.path(pre.features_dir)
-    launch = Launch.from_environment()
     if launch.local_rank is not None and (os.environ.get("CUDA_VISIBLE_DEVICES") or torch.cuda.device_count()):
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_group(launch.local_rank, int(pre.vllm.get("tensor_parallel_size", 1)),
                                                        os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
     pairs = pairs_from_config(config, require_caption=False)  # the target is Qwen's own answer, not the caption
     hidden_size = AutoConfig.from_pretrained(str(config.path(pre.vlm)), local_files_only=True).get_text_config().hidden_size
-    if launch.rank:
-        _wait_for_manifest(folder)
-    check_manifest(folder, manifest_for(config, hidden_size, len(pairs)))
+    if launch.rank == 0:
+        check_and_write_manifest(config.path(pre.features_dir), manifest_for(config, hidden_size, len(pairs)))
+    return pairs, hidden_size
+
+
+def precompute_with_vllm(config: Config) -> Path:
+    """Fill ``precompute.features_dir`` with vLLM; returns it. Safe to rerun: each phase continues where it stopped.
+    An error in any process's preparation (process 0's manifest check, say) ends every process with its message."""
+    pre = config.precompute
+    folder = config.path(pre.features_dir)
+    launch = Launch.from_environment()
+    with launcher_group(launch) as all_gather:
+        pairs, hidden_size = on_every_process(lambda: prepare(config, launch), all_gather)
     unanswered, mine = pending_shards(folder, len(pairs), pre.samples_per_shard, launch)
     if unanswered:
         _run_phase("tokens", config, pairs, unanswered)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkdiff.atomic_files import write_text_atomically
-from thinkdiff.errors import ThinkDiffError
+from thinkdiff.manifest import check_manifest, write_manifest_if_new
 from thinkdiff.progress import Progress
 
 from .config import EvalConfig
@@ -49,7 +49,7 @@ def write_outputs(images_dir: Path, sample: Sample, seed: int, result: Generated
 
 
 def manifest(config: EvalConfig) -> dict[str, Any]:
-    """What decides the images besides the samples and their seeds."""
+    """What decides the images besides the samples and their seeds: all of it must match an existing folder's."""
     gen, models = config.generate, config.diffusers
     entries = {"backend": gen.backend, "seed": config.run.seed, **{k: getattr(gen, k) for k in FIXED_SETTINGS}}
     if gen.backend == "diffusers":  # a VLM batch samples jointly: its size changes the answers
@@ -58,24 +58,6 @@ def manifest(config: EvalConfig) -> dict[str, Any]:
     elif gen.backend == "comfyui":
         entries.update(workflow=Path(config.comfyui.workflow).name, **{k: getattr(config.comfyui, k) for k in COMFYUI_MODELS})
     return entries
-
-
-def check_manifest(images_dir: Path, expected: dict[str, Any]) -> None:
-    """Refuse to mix images made with other settings into the folder."""
-    path = images_dir / "manifest.json"
-    existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else expected
-    changed = sorted(k for k in set(existing) | set(expected) if existing.get(k) != expected.get(k))
-    if changed:
-        raise ThinkDiffError(f"{images_dir} holds images made with other settings ({', '.join(changed)} differ); "
-                             "use another [run] output_dir or restore the settings of images/manifest.json")
-
-
-def write_manifest(images_dir: Path, expected: dict[str, Any]) -> None:
-    """Record the settings with the first images (a run that fails before it has made any leaves nothing behind)."""
-    path = images_dir / "manifest.json"
-    if not path.is_file():
-        images_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(path, json.dumps(expected, indent=1))
 
 
 def load_backend(config: EvalConfig, device: str, graph_hook: Callable[[dict], dict] | None = None) -> Backend:
@@ -115,7 +97,7 @@ def generate(config: EvalConfig, graph_hook: Callable[[dict], dict] | None = Non
     if not todo:
         return images_dir
     settings = manifest(config)
-    check_manifest(images_dir, settings)
+    check_manifest(images_dir, settings, None, "use another [run] output_dir or restore the settings of images/manifest.json")
     device = str(state.device) if config.diffusers.device == "auto" else config.diffusers.device
     backend = load_backend(config, device, graph_hook)
     progress = Progress(sum(map(len, todo)), label, gen.progress_every_s)
@@ -124,7 +106,7 @@ def generate(config: EvalConfig, graph_hook: Callable[[dict], dict] | None = Non
         started = time.perf_counter()
         results = backend.generate(batch, seeds)
         seconds = (time.perf_counter() - started) / len(batch)
-        write_manifest(images_dir, settings)
+        write_manifest_if_new(images_dir, settings)  # with the first images: a run that fails before leaves none
         for sample, seed, result in zip(batch, seeds, results, strict=True):
             if not record_file(images_dir, sample).is_file():
                 write_outputs(images_dir, sample, seed, result, seconds, gen.backend)

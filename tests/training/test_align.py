@@ -16,12 +16,13 @@ from tests.support.paths import QWEN_TOKENIZER
 from tests.support.tiny_models import TINY_VISION_TOWER
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights
+from thinkdiff.manifest import write_manifest_if_new
 from thinkdiff.vision import VisionTokenEncoder
 from training.__main__ import main as cli
 from training.checkpoint import list_checkpoints
 from training.config import Config
 from training.export import export_aligner
-from training.feature_store import FeatureShards, GeneratedSample, write_manifest, write_shard
+from training.feature_store import FeatureShards, GeneratedSample, write_shard
 from training.models import build_aligner, frozen_t5_from_config
 from training.objectives import PixelPreprocessor
 from training.trainer import train
@@ -50,7 +51,7 @@ def synthetic_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for number, answer in enumerate(ANSWERS):
         ids = torch.tensor(tokenizer(answer).input_ids + [151645])
         samples.append(GeneratedSample(f"{number}", "Describe the image concisely.", table[ids], ids, answer))
-    write_manifest(folder, {"vlm": "synthetic", "vlm_path": str(QWEN_TOKENIZER), "hidden_size": FEATURE_WIDTH})
+    write_manifest_if_new(folder, {"vlm": "synthetic", "vlm_path": str(QWEN_TOKENIZER), "hidden_size": FEATURE_WIDTH})
     write_shard(folder, 0, samples[:5], FEATURE_WIDTH, skipped=0)
     write_shard(folder, 1, samples[5:], FEATURE_WIDTH, skipped=0)
     return folder

@@ -6,11 +6,15 @@ On GPUs ``accelerate launch --multi_gpu`` starts the same processes; on the CPU 
 from __future__ import annotations
 
 import csv
+import importlib.util
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
@@ -37,6 +41,45 @@ def launch_two(command: str, output: Path, *overrides: str) -> subprocess.Comple
         timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_apart(command: str, output: Path, *overrides: str) -> list[subprocess.CompletedProcess]:
+    """``python -m training COMMAND`` as two independent processes, as SLURM's srun starts them: no launcher watches
+    them, so one that fails does not stop the other. A hang past the timeout fails the test."""
+    sets = [arg for override in tiny_run_overrides(output, *overrides) for arg in ("--set", override)]
+    port = str(free_port())
+    processes = [subprocess.Popen([sys.executable, "-m", "training", command, *sets], cwd=REPO, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env={**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "RANK": str(rank),
+                                       "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+                                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port})
+                 for rank in range(2)]
+    try:
+        return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+
+
+@pytest.mark.parametrize("backend", ["transformers", pytest.param("vllm", marks=pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="vLLM's preparation runs where vLLM is installed"))])
+def test_a_manifest_error_on_process_0_ends_both_processes_with_its_message(tmp_path: Path, stage_a_settings, backend):
+    """Process 0 alone checks the folder's manifest; process 1 must not wait for it at a barrier (until the gloo/NCCL
+    timeout) but end at once with process 0's message. No engine starts and nothing is written."""
+    folder = tmp_path / "features"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"seed": 12345}))
+    results = launch_apart("precompute", tmp_path / "run", *stage_a_settings(folder), f'precompute.backend="{backend}"')
+    for result in results:
+        assert result.returncode == 1, result.stderr[-3000:]
+        assert "process 0: " in result.stderr and "other settings" in result.stderr and "seed" in result.stderr
+    assert os.listdir(folder) == ["manifest.json"]
 
 
 def test_two_process_precompute_writes_the_same_shards(tmp_path: Path, stage_a_settings):

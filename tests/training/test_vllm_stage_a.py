@@ -64,8 +64,17 @@ def test_each_local_process_gets_its_tensor_parallel_group():
     assert [gpu_group(rank, 1, None, 8) for rank in range(8)] == [str(i) for i in range(8)]
     assert [gpu_group(rank, 2, None, 8) for rank in range(4)] == ["0,1", "2,3", "4,5", "6,7"]
     assert gpu_group(1, 2, "4,5,6,7", 8) == "6,7"  # within what the launcher made visible
-    with pytest.raises(ThinkDiffError, match="needs 4 GPU.*has 8: start 2 process"):
+    with pytest.raises(ThinkDiffError, match="needs 4 GPU.*sees 8 .all.: start 2 process"):
         gpu_group(2, 4, None, 8)
+
+
+def test_a_process_bound_to_its_own_gpus_uses_them():
+    """SLURM with --gpus-per-task: every task sees CUDA_VISIBLE_DEVICES=0 (or 0,1 for two) whatever its LOCAL_RANK."""
+    assert [gpu_group(rank, 1, "0", 1) for rank in range(4)] == ["0"] * 4
+    assert [gpu_group(rank, 2, "0,1", 2) for rank in range(1, 4)] == ["0,1"] * 3
+    assert gpu_group(0, 1, "3", 8) == "3"
+    with pytest.raises(ThinkDiffError, match="local process 2 needs 2 GPU.*sees 3 .0,1,2.*2 GPU.s. of its own"):
+        gpu_group(2, 2, "0,1,2", 3)
 
 
 def test_data_parallel_processes_split_the_shards(tmp_path: Path):
