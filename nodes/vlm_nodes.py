@@ -9,13 +9,12 @@ from comfy_api.latest import io, ui
 
 from ..thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list
 from ..thinkdiff.prompts import IMAGE_PLACEHOLDER
-from ..thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+from ..thinkdiff.sampling_options import PAPER_SAMPLING, SamplingOptions
+from ..thinkdiff.vlm import QwenVLEncoder, VLMRequest
 from ..thinkdiff.weight_formats import WEIGHT_FORMATS, is_bitsandbytes
 from .comfy_models import check_fits, load_for_use, patcher_for, placement, placement_inputs, vlm_folder_path, vlm_folders
 from .streaming import make_streamable
 from .types import CATEGORY, FEATURES, VLM
-
-DEFAULTS = SamplingOptions()
 
 
 class ThinkDiffVLMLoader(io.ComfyNode):
@@ -71,17 +70,17 @@ class ThinkDiffVLMEncode(io.ComfyNode):
                                         "(in batch order); without placeholders all images come first. May be empty when "
                                         "images are connected: the VLM then sees the images alone (the paper's image + "
                                         "text demo, whose text goes to Flux's T5 instead)."),
-                io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                io.Int.Input("seed", default=PAPER_SAMPLING.seed, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the VLM's sampling. Changing only the sampler seed does not re-run the VLM."),
-                io.Int.Input("max_new_tokens", default=DEFAULTS.max_new_tokens, min=1, max=2048,
+                io.Int.Input("max_new_tokens", default=PAPER_SAMPLING.max_new_tokens, min=1, max=2048,
                              tooltip="Tokens the VLM generates = conditioning length. The paper uses 128."),
-                io.Float.Input("temperature", default=DEFAULTS.temperature, min=0.01, max=2.0, step=0.01,
+                io.Float.Input("temperature", default=PAPER_SAMPLING.temperature, min=0.01, max=2.0, step=0.01,
                                tooltip="Sampling temperature (paper: 0.6). Ignored when greedy is on."),
-                io.Float.Input("top_p", default=DEFAULTS.top_p, min=0.01, max=1.0, step=0.01,
+                io.Float.Input("top_p", default=PAPER_SAMPLING.top_p, min=0.01, max=1.0, step=0.01,
                                tooltip="Nucleus sampling (paper: 0.9). Ignored when greedy is on."),
-                io.Boolean.Input("greedy", default=DEFAULTS.greedy,
+                io.Boolean.Input("greedy", default=PAPER_SAMPLING.greedy,
                                  tooltip="Deterministic greedy decoding instead of sampling."),
-                io.Boolean.Input("stop_at_eos", default=DEFAULTS.stop_at_eos,
+                io.Boolean.Input("stop_at_eos", default=PAPER_SAMPLING.stop_at_eos,
                                  tooltip="Stop when the answer ends. Off (the paper) always generates max_new_tokens "
                                          "tokens, continuing past the end of the answer."),
                 io.Combo.Input("picture_labels", options=["auto", "on", "off"], default="auto",

@@ -30,7 +30,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.tiny_models import qwen2vl_config, qwen2vl_processor  # noqa: E402
 from thinkdiff.dtypes import DTYPES  # noqa: E402
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest  # noqa: E402
+from thinkdiff.sampling_options import SamplingOptions  # noqa: E402
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest  # noqa: E402
 
 
 def random_model(args: argparse.Namespace) -> torch.nn.Module:

@@ -40,7 +40,8 @@ from bench_training import timed  # noqa: E402
 
 from tests.support.tiny_models import make_qwen2vl  # noqa: E402
 from thinkdiff.dtypes import DTYPES  # noqa: E402
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest  # noqa: E402
+from thinkdiff.sampling_options import SamplingOptions  # noqa: E402
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest  # noqa: E402
 from training.config import Config  # noqa: E402
 from training.pairs import Pair  # noqa: E402
 from training.stage_a_plan import instruction_for, sampling_options  # noqa: E402

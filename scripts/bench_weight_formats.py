@@ -25,7 +25,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.tiny_models import make_qwen2vl  # noqa: E402
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest  # noqa: E402
+from thinkdiff.sampling_options import SamplingOptions  # noqa: E402
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest  # noqa: E402
 from thinkdiff.weight_formats import WEIGHT_FORMATS  # noqa: E402
 
 

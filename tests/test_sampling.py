@@ -9,7 +9,8 @@ from transformers import TopPLogitsWarper
 
 from thinkdiff import sampling
 from thinkdiff.sampling import BUCKETS, TopPSampler, draw, fixed_point_masses, logit_buckets, top_p_mask
-from thinkdiff.vlm import SamplingOptions, VLMRequest
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.vlm import VLMRequest
 
 VOCAB = 151936
 

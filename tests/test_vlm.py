@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from thinkdiff.errors import ThinkDiffError
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest, trim_at_eos
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest, trim_at_eos
 
 COBSAT = "Word 1: blue, <image>\n\nWord 2: brown, <image>\n\nWord 3: orange, "
 

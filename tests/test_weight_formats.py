@@ -10,7 +10,8 @@ import transformers
 from torch import nn
 
 from thinkdiff.errors import ThinkDiffError
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest
 from thinkdiff.weight_formats import CastLinear, store_linears_fp8
 
 

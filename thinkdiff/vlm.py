@@ -23,7 +23,6 @@ from torch import nn
 from transformers import (
     AutoProcessor,
     GenerationConfig,
-    LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
 )
@@ -33,7 +32,7 @@ from .hf_compat import dtype_kwarg
 from .images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, fit_to_pixel_budget
 from .prompts import PictureLabels, render_chat
 from .safetensors_header import check_complete
-from .sampling import TopPSampler
+from .sampling_options import PAPER_SAMPLING, SamplingOptions
 from .weight_formats import (
     WeightFormat,
     bitsandbytes_config,
@@ -51,47 +50,6 @@ SUPPORTED_MODEL_TYPES = {
 
 # (step, total, generated ids so far [batch, step]) -> None; may raise to cancel generation.
 TokenCallback = Callable[[int, int, torch.Tensor], None]
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """Generation settings; the defaults are the paper's inference settings.
-
-    ``stop_at_eos=False`` keeps sampling past end-of-sequence, as the reference does (vLLM
-    ``min_tokens = max_tokens = 128, ignore_eos``), so every answer has exactly ``max_new_tokens`` rows.
-    """
-
-    max_new_tokens: int = 128
-    temperature: float = 0.6
-    top_p: float = 0.9
-    greedy: bool = False
-    stop_at_eos: bool = False
-    seed: int = 42
-
-    def generation_config(self, eos_token_id: int | list[int], pad_token_id: int) -> GenerationConfig:
-        """A complete config, so nothing leaks in from a model folder's ``generation_config.json``."""
-        if self.max_new_tokens < 1:
-            raise ThinkDiffError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if not self.greedy and (self.temperature <= 0 or not 0 < self.top_p <= 1):
-            raise ThinkDiffError(f"sampling needs temperature > 0 and 0 < top_p <= 1 (got {self.temperature}, {self.top_p}); "
-                                 "switch greedy on for deterministic decoding")
-        sample = {} if self.greedy else {"temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            min_new_tokens=1 if self.stop_at_eos else self.max_new_tokens,
-            do_sample=not self.greedy, repetition_penalty=1.0, num_beams=1,
-            eos_token_id=eos_token_id, pad_token_id=pad_token_id, **sample)
-
-    def generate_kwargs(self, eos_token_id: int | list[int], pad_token_id: int, prompt_length: int) -> dict[str, Any]:
-        """``model.generate`` arguments for :meth:`generation_config`'s distribution, sampled by :class:`TopPSampler`
-        (exact top-p without sorting the vocabulary; transformers' sampling stays the reference)."""
-        config = self.generation_config(eos_token_id, pad_token_id)
-        if self.greedy:
-            return {"generation_config": config}
-        sampler = TopPSampler(self.temperature, self.top_p, prompt_length, config.min_new_tokens,
-                              eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
-        config.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_new_tokens=None)
-        return {"generation_config": config, "logits_processor": LogitsProcessorList([sampler])}
 
 
 @dataclass
@@ -293,7 +251,7 @@ class QwenVLEncoder(nn.Module):
             "text. (The original ThinkDiff capped prompts at 8,192 tokens.)")
 
     @torch.inference_mode()
-    def generate(self, inputs: dict[str, torch.Tensor], sampling: SamplingOptions = SamplingOptions(),
+    def generate(self, inputs: dict[str, torch.Tensor], sampling: SamplingOptions = PAPER_SAMPLING,
                  on_token: TokenCallback | None = None) -> list[VLMOutput]:
         """Generate answers for prepared ``inputs`` and return each answer's features, ids and text."""
         prompt_length = inputs["input_ids"].shape[1]
@@ -313,7 +271,7 @@ class QwenVLEncoder(nn.Module):
             features, ids = trim_at_eos(features, ids, self.eos_token_id)
         return VLMOutput(features=features.cpu(), token_ids=ids.cpu(), text=self.decode(ids))
 
-    def encode(self, requests: Sequence[VLMRequest], sampling: SamplingOptions = SamplingOptions(),
+    def encode(self, requests: Sequence[VLMRequest], sampling: SamplingOptions = PAPER_SAMPLING,
                on_token: TokenCallback | None = None, min_pixels: int = REFERENCE_MIN_PIXELS,
                max_pixels: int = REFERENCE_MAX_PIXELS) -> list[VLMOutput]:
         """Prepare and generate in one call."""

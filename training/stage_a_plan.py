@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Sampler
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import fit_to_pixel_budget
 from thinkdiff.manifest import check_manifest, write_manifest_if_new
-from thinkdiff.vlm import SamplingOptions
+from thinkdiff.sampling_options import SamplingOptions
 
 from .config import Config, PrecomputeConfig
 from .feature_store import finished_shards

@@ -18,7 +18,8 @@ from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.dtypes import DTYPES
 from thinkdiff.errors import ThinkDiffError
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest
 
 from .config import EvalConfig
 from .prompt import thinkdiff_prompt

@@ -19,7 +19,8 @@ from transformers import AutoProcessor, CLIPModel, CLIPProcessor, GenerationConf
 from thinkdiff.dtypes import DTYPES
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.hf_compat import dtype_kwarg
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest
 
 from .protocol import TASKS, true_label
 from .samples import Sample

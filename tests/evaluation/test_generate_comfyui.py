@@ -16,7 +16,8 @@ from evaluation.cobsat.prompt import thinkdiff_prompt
 from evaluation.cobsat.records import image_file, record_file
 from tests.support.tiny_comfy import swap_to_tiny
 from thinkdiff.errors import ThinkDiffError
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest
 
 pytestmark = pytest.mark.comfyui
 

@@ -20,7 +20,8 @@ from tests.support.tiny_models import make_aligner
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.errors import ThinkDiffError
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest
 
 INSTRUCTION = ("I give you several words and pictures. First, please analyse what the next picture is. Then give me a detailed "
                "diffusion prompt to describe the next picture. Please only provide me the detailed prompt and start the "

@@ -18,7 +18,8 @@ from evaluation.cobsat.protocol import TASKS, parse_answer, question
 from evaluation.cobsat.records import image_file
 from evaluation.cobsat.samples import Sample
 from thinkdiff.errors import ThinkDiffError
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest
 
 CPU = torch.device("cpu")
 

@@ -19,7 +19,8 @@ from transformers import AutoTokenizer, GenerationConfig, LogitsProcessor, Logit
 
 from tests.support.tiny_models import make_qwen2vl
 from tests.training.conftest import precompute_settings, tiny_run_config
-from thinkdiff.vlm import QwenVLEncoder, SamplingOptions
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.vlm import QwenVLEncoder
 from training.config import Config
 from training.feature_store import finished_shards, shard_stem, write_shard
 from training.pairs import pairs_from_config

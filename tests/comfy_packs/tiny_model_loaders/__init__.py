@@ -250,11 +250,12 @@ class TestThinkPartiallyLoaded:
 
     def think(self, vlm, prompt, max_new_tokens, megabytes, filename_prefix):
         library = sys.modules[type(vlm.model).__module__]  # the pack's thinkdiff.vlm, as loaded by ComfyUI
+        options = sys.modules[f"{library.__name__.rsplit('.', 1)[0]}.sampling_options"]
         mm.unload_all_models()
         vlm.load(vlm.load_device, lowvram_model_memory=int(megabytes * 2**20))
         streamed = sum(1 for module in vlm.model.modules() if getattr(module, "prev_comfy_cast_weights", None) is not None)
         try:
-            (answer,) = vlm.model.encode([library.VLMRequest(prompt)], library.SamplingOptions(max_new_tokens=max_new_tokens,
+            (answer,) = vlm.model.encode([library.VLMRequest(prompt)], options.SamplingOptions(max_new_tokens=max_new_tokens,
                                                                                                  greedy=True))
         finally:
             vlm.detach()
