@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluation.cobsat.comfyui_backend import SHIPPED_WORKFLOW, ComfyUIBackend, node_of_type
+from evaluation.cobsat.comfy_graph import node_of_type
+from evaluation.cobsat.comfyui_backend import SHIPPED_WORKFLOW, ComfyUIBackend
 from evaluation.cobsat.generate import generate
 from evaluation.cobsat.prompt import thinkdiff_prompt
 from evaluation.cobsat.records import image_file, record_file
