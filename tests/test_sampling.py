@@ -164,3 +164,32 @@ def test_seeded_generation_is_identical_with_the_full_sort(encoder, stop_at_eos)
 def test_greedy_stays_transformers_own():
     kwargs = SamplingOptions(greedy=True).generate_kwargs([1, 2], 0, prompt_length=5)
     assert set(kwargs) == {"generation_config"} and not kwargs["generation_config"].do_sample
+
+
+def softmax_top_p(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """The reference distribution, independently of the sampler: softmax(logits / T) in float64, the tokens ranked by
+    probability, a token kept while the probability ranked above it is below top_p, renormalised."""
+    probabilities = torch.softmax(logits.double() / temperature, -1)
+    ranked, order = probabilities.sort(descending=True)
+    above = ranked.cumsum(-1) - ranked
+    assert (above - top_p).abs().min() > 1e-6  # the kept set is unambiguous at this precision
+    kept = torch.zeros_like(probabilities).scatter_(-1, order, (above < top_p).double())
+    return probabilities * kept / (probabilities * kept).sum()
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.7, 0.9), (1.7, 0.9), (0.7, 0.75), (1.7, 0.75)])
+def test_the_sampler_draws_from_softmax_at_the_temperature_truncated_by_top_p(monkeypatch, temperature, top_p):
+    """The sampler that SamplingOptions builds, fed evenly spread uniforms (one per row of a batch of equal rows): each
+    token's share of the rows is its probability to within 1 / rows, so the whole distribution is compared, without
+    sampling noise, against the float64 reference. T != 1 and top-p < 1 make a skipped or misplaced division visible."""
+    rows = 10000
+    logits = torch.randn(1, 40, generator=generator(11)) * 2
+    spread = [((2 * i + 1) * 2**53) // (2 * rows) for i in range(rows)]
+    monkeypatch.setattr(sampling.torch, "randint", lambda low, high, size, device=None: torch.tensor(spread, device=device))
+    options = SamplingOptions(temperature=temperature, top_p=top_p)
+    (sampler,) = options.generate_kwargs([39], 0, prompt_length=2)["logits_processor"]
+    drawn = sampler(torch.zeros(rows, 3, dtype=torch.long), logits.repeat(rows, 1)).argmax(-1)
+    shares = torch.bincount(drawn, minlength=40).double() / rows
+    reference = softmax_top_p(logits[0], temperature, top_p)
+    assert torch.allclose(shares, reference, atol=2.0 / rows, rtol=0), (shares - reference).abs().max()
+    assert int((reference > 0).sum()) < 40  # top-p dropped some tokens
