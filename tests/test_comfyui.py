@@ -409,6 +409,28 @@ def test_lvlm_conditioning_is_the_aligned_features_then_t5_with_clip_l_pooled(co
     assert json.loads(result.texts("8")[0])["guidance"] == 3.5
 
 
+@pytest.mark.parametrize("text", ["", "a photo of a red ball"])
+def test_a_bf16_vlms_features_are_aligned_in_fp32(comfy, text):
+    """A bf16 VLM (the paper's precision, ComfyUI's auto) hands the conditioning node bf16 features; the node's tokens are
+    the fp32 aligner of those values (features.float()), to fp32 precision: the aligner's manual-cast layers would
+    otherwise cast their weights to bf16 and the tokens would be off by bf16 rounding (~1e-2), not 1e-5."""
+    graph = conditioning_graph(text=text, max_new_tokens=9, seed=3)
+    graph["1"]["inputs"]["dtype"] = "bf16"
+    graph["9"] = {"class_type": "TestSaveFeatures", "inputs": {"features": ["2", 0], "filename_prefix": "bf16_features"}}
+    result = comfy.run(reference_nodes(graph, "6", text, 128, "bf16_ref"))
+    assert result.ok, result.error
+    features, cond = saved(comfy, "bf16_features")["features"], saved(comfy, "lvlm")["0.cond"]
+    assert features.shape == (9, 64) and torch.equal(features.bfloat16().float(), features)  # the VLM ran in bf16
+    with torch.inference_mode():
+        expected = tiny_aligner(comfy)(features)
+        in_bf16 = Aligner.from_state_dict({k: v.bfloat16() for k, v in tiny_aligner(comfy).state_dict().items()})(
+            features.bfloat16()).float()
+    assert cond.dtype == torch.float32 and (in_bf16 - expected).abs().max() > 1e-3  # the tolerance below tells them apart
+    torch.testing.assert_close(cond[0, :9], expected, rtol=1e-5, atol=1e-6)
+    if text:
+        torch.testing.assert_close(cond[:, 9:], saved(comfy, "bf16_ref_t5")["0.cond"], rtol=1e-5, atol=1e-6)
+
+
 def test_without_a_clip_the_pooled_vector_is_exactly_zero(comfy):
     result = comfy.run(conditioning_graph(clip=False, max_new_tokens=5))
     assert result.ok, result.error

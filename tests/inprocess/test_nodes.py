@@ -2,6 +2,7 @@
 
 from tests.test_comfyui import (  # noqa: F401  (collected here with this folder's in-process ``comfy`` fixture)
     broken,
+    test_a_bf16_vlms_features_are_aligned_in_fp32,
     test_a_legacy_format_release_aligner_loads,
     test_a_vlm_that_does_not_fit_streams_its_layers_through_comfyuis_partial_loading,
     test_bad_input_is_reported_on_the_node_and_loses_nothing,
