@@ -137,6 +137,7 @@ def test_loader_errors_share_the_setup_guidance():
     text = missing_message("thinkdiff_lvlm.safetensors", "thinkdiff", ["/x/models/thinkdiff"])
     entry = BY_NAME["thinkdiff_lvlm.safetensors"]
     assert "/x/models/thinkdiff" in text and entry.destination in text and entry.url in text and "doctor" in text
+    assert "`python -m thinkdiff setup --model thinkdiff_lvlm.safetensors`" in text  # the one command that fixes it
     unknown = missing_message("my_aligner.safetensors", "thinkdiff", [])
     assert all(e.destination in unknown for e in CATALOGUE if e.folder == "thinkdiff")
     assert BY_NAME["Qwen2-VL-7B-Instruct"].guidance() in missing_message("Qwen2-VL-2B", "LLM", ["/m/LLM"])

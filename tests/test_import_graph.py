@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("thinkdiff", "nodes", "training", "evaluation")
+PACKAGES = ("thinkdiff", "nodes", "training", "evaluation", "hub_setup")
 
 
 def module_name(path: Path) -> str:
@@ -84,3 +84,11 @@ def test_the_walk_sees_each_kind_of_import(tmp_path, monkeypatch, source, edge):
     assert edge[1] in imported_modules(tmp_path / "pkg" / "a.py", modules)
     assert find_cycle({"pkg.a": imported_modules(tmp_path / "pkg" / "a.py", modules),
                        "pkg.b": imported_modules(tmp_path / "pkg" / "b.py", modules)}) == ["pkg.a", "pkg.b", "pkg.a"]
+
+
+def test_only_the_command_line_entry_refers_to_the_download_tool():
+    """hub_setup/ (the networked setup) depends on thinkdiff/; inside thinkdiff/ only __main__ hands over to it."""
+    graph = import_graph()
+    users = sorted(m for m, deps in graph.items() if any(d.startswith("hub_setup") for d in deps)
+                   and not m.startswith("hub_setup"))
+    assert users == ["thinkdiff.__main__"]

@@ -106,5 +106,5 @@ def test_comfy_node_validate_and_the_published_archive(tmp_path):
     for workflow in shipped_workflows(pack):
         assert {f"workflows/{workflow.name}", f"workflows/{workflow.stem}.jpg"} <= names
     assert any(n.startswith("nodes/") for n in names) and any(n.startswith("thinkdiff/") for n in names)
-    left_out = ("tests/", "scripts/", "training/", "evaluation/", "docs/", ".ci/", "requirements-dev.txt")
+    left_out = ("tests/", "scripts/", "training/", "evaluation/", "hub_setup/", "docs/", ".ci/", "requirements-dev.txt")
     assert not [n for n in names if n.startswith(left_out)]

@@ -3,18 +3,25 @@
   convert-aligner IN OUT      release checkpoint (.pth) -> this pack's .safetensors, reading tensors only
   inspect-aligner FILE        print an aligner file's widths and metadata
   extract-vision BLIP2 OUT    cut the vision tower out of a local BLIP-2 folder (ThinkDiff-CLIP's image encoder)
-  doctor [--comfyui PATH]     which model files each workflow needs, which are missing, whether widths fit
+  doctor [--comfyui PATH]     which model files each workflow needs, which are missing, whether widths fit (--fix: fetch them)
+  setup (--variant V | --workflow NAME | --model NAME) [--comfyui PATH] [--repair]
+                              fetch what the doctor reports missing from the Hugging Face hub (the only networked command)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import doctor
 from .aligner_files import convert_release_checkpoint, load_aligner_weights
 from .dtypes import DTYPES
 from .errors import ThinkDiffError
+
+SETUP_NOT_HERE = ("the setup tool (hub_setup/) is not in this copy of the pack: the Comfy Registry archive leaves download "
+                  "code out. Clone https://github.com/comfyui-thinkdiff/ComfyUI-ThinkDiff anywhere and run "
+                  "`python -m thinkdiff setup --comfyui /path/to/ComfyUI ...` in it, or fetch by hand (docs/models.md).")
 
 
 def convert_aligner(args: argparse.Namespace) -> None:
@@ -37,6 +44,26 @@ def extract_vision(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({path.stat().st_size / 2**30:.2f} GiB)")
 
 
+def setup(args: argparse.Namespace) -> int:
+    """Hand over to hub_setup/ (deferred: the rest of this command line, and ComfyUI, never import it)."""
+    try:
+        from hub_setup.fetch import run
+    except ModuleNotFoundError as e:
+        if e.name != "hub_setup":
+            raise
+        raise ThinkDiffError(SETUP_NOT_HERE) from None
+    return run(args)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    return setup(args) if args.fix else doctor.run(args)
+
+
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repair", action="store_true", help="replace present files that are damaged (never done otherwise)")
+    parser.add_argument("--cache", type=Path, help="where downloads wait until whole and verified (default ComfyUI/.thinkdiff_cache)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m thinkdiff", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,7 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     vision.set_defaults(run=extract_vision)
     doctor_parser = commands.add_parser("doctor", help="check a ComfyUI install's model files for each workflow (downloads nothing)")
     doctor.add_arguments(doctor_parser)
-    doctor_parser.set_defaults(run=doctor.run)
+    doctor_parser.add_argument("--fix", action="store_true", help="fetch what is missing for the checked workflows (as setup)")
+    add_setup_arguments(doctor_parser)
+    doctor_parser.set_defaults(run=run_doctor, variant=None, model=[])
+    setup_parser = commands.add_parser("setup", help="fetch the model files a variant, workflow or model needs (Hugging Face hub)")
+    doctor.add_arguments(setup_parser)
+    setup_parser.add_argument("--variant", choices=["lvlm", "clip", "all"],
+                              help="lvlm: the thinkdiff_lvlm_* workflows; clip: thinkdiff_clip_flux_*; all: every workflow")
+    setup_parser.add_argument("--model", action="append", default=[], help="one catalogue entry (as a loader error names it); repeatable")
+    add_setup_arguments(setup_parser)
+    setup_parser.set_defaults(run=setup)
     return parser
 
 

@@ -176,7 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workflow", action="append", default=[], help="only this workflow (name or .json path); repeatable")
 
 
-def _pick_workflow(name: str, shipped: dict[str, Path]) -> Path:
+def pick_workflow(name: str, shipped: dict[str, Path]) -> Path:
     if Path(name).is_file():
         return Path(name)
     if Path(name).stem in shipped:
@@ -184,17 +184,24 @@ def _pick_workflow(name: str, shipped: dict[str, Path]) -> Path:
     raise ThinkDiffError(f"no workflow {name!r}; shipped: {', '.join(shipped)}")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Print a report per workflow; exit status 0 when every checked workflow is ready."""
-    comfyui = args.comfyui or default_comfyui()
+def comfyui_folder(given: Path | None) -> Path:
+    """The ComfyUI folder to check: ``--comfyui`` or the one this pack is installed in; it must hold ``models/``."""
+    comfyui = given or default_comfyui()
     if comfyui is None or not (comfyui / "models").is_dir():
         raise ThinkDiffError(f"no ComfyUI models folder at {comfyui}/models: pass --comfyui PATH (the folder holding models/)"
                              if comfyui else "this pack is not inside ComfyUI/custom_nodes: pass --comfyui PATH")
+    return comfyui.resolve()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print a report per workflow; exit status 0 when every checked workflow is ready."""
+    comfyui = comfyui_folder(args.comfyui)
     shipped = {path.stem: path for path in shipped_workflows()}
-    workflows = [_pick_workflow(name, shipped) for name in args.workflow] or list(shipped.values())
-    reports = diagnose(comfyui.resolve(), workflows)
-    print(f"ComfyUI models folder: {comfyui.resolve() / 'models'} (extra_model_paths.yaml is not read)\n")
+    workflows = [pick_workflow(name, shipped) for name in args.workflow] or list(shipped.values())
+    reports = diagnose(comfyui, workflows)
+    print(f"ComfyUI models folder: {comfyui / 'models'} (extra_model_paths.yaml is not read)\n")
     print("\n\n".join(report.render() for report in reports))
     ready = sum(r.ready for r in reports)
-    print(f"\n{ready} of {len(reports)} workflows ready. Nothing was downloaded.\n\n{advice()}")
+    fix = "" if ready == len(reports) else " Fetch what is missing with the same command and --fix."
+    print(f"\n{ready} of {len(reports)} workflows ready. Nothing was downloaded.{fix}\n\n{advice()}")
     return 0 if ready == len(reports) else 1
