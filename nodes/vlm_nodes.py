@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import comfy.model_management as mm
 import comfy.utils
 import torch
+from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io, ui
 
 from ..thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list
@@ -44,12 +47,17 @@ class ThinkDiffVLMLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, dtype: str, device: str, weights: str = "default") -> io.NodeOutput:
         target, weights_dtype = placement(dtype, device)
-        encoder = QwenVLEncoder.from_folder(vlm_folder_path(model), dtype=weights_dtype, weights=weights)
-        if not is_bitsandbytes(encoder.weights):
-            make_streamable(encoder.model)
-        patcher = patcher_for(encoder, target)
-        check_fits(patcher, encoder.weights)
-        return io.NodeOutput(patcher)
+        return io.NodeOutput(vlm_patcher(vlm_folder_path(model), target, weights_dtype, weights))
+
+
+def vlm_patcher(folder: Path, target: torch.device, dtype: torch.dtype, weights: str) -> ModelPatcher:
+    """The VLM in ``folder`` handed to ComfyUI's memory manager for ``target`` (what the loader node outputs)."""
+    encoder = QwenVLEncoder.from_folder(folder, dtype=dtype, weights=weights)
+    if not is_bitsandbytes(encoder.weights):
+        make_streamable(encoder.model)
+    patcher = patcher_for(encoder, target)
+    check_fits(patcher, encoder.weights)
+    return patcher
 
 
 class ThinkDiffVLMEncode(io.ComfyNode):
