@@ -33,13 +33,14 @@ from .hf_compat import dtype_kwarg
 from .images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, fit_to_pixel_budget
 from .prompts import PictureLabels, render_chat
 from .safetensors_header import check_complete
-from .sampling import TopPSampler
+from .sampling import FiniteLogits, TopPSampler
 from .weight_formats import (
     WeightFormat,
     bitsandbytes_config,
     bitsandbytes_unavailable,
     check_weight_format,
     is_bitsandbytes,
+    keep_quantized_state_with_weights,
     store_linears_fp8,
 )
 
@@ -87,7 +88,7 @@ class SamplingOptions:
         (exact top-p without sorting the vocabulary; transformers' sampling stays the reference)."""
         config = self.generation_config(eos_token_id, pad_token_id)
         if self.greedy:
-            return {"generation_config": config}
+            return {"generation_config": config, "logits_processor": LogitsProcessorList([FiniteLogits()])}
         sampler = TopPSampler(self.temperature, self.top_p, prompt_length, config.min_new_tokens,
                               eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
         config.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_new_tokens=None)
@@ -244,6 +245,7 @@ class QwenVLEncoder(nn.Module):
         _check_tokenizer(processor.tokenizer, model.config, folder)
         if weights == "fp8_e4m3fn":
             store_linears_fp8(model)
+        keep_quantized_state_with_weights(model)
         return cls(model, processor, folder.name, weights)
 
     @property
@@ -253,7 +255,10 @@ class QwenVLEncoder(nn.Module):
 
     @property
     def param_device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where the model computes: the device of its rotary tables, buffers that are never streamed (under ComfyUI's
+        partial loading any layer's parameters may stay in CPU RAM)."""
+        return next(b for m in self.model.modules() if next(m.parameters(recurse=False), None) is None
+                    for b in m.buffers(recurse=False)).device
 
     def decode(self, token_ids: torch.Tensor, skip_special_tokens: bool = True) -> str:
         return self.processor.tokenizer.decode(token_ids.tolist(), skip_special_tokens=skip_special_tokens)
