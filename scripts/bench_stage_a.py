@@ -5,7 +5,7 @@
 
 Every run answers the same requests (one 224x224 image and a reference instruction each) with stage A's sampling
 (T 0.6, top-p 0.9, stop at an end token: random models rarely sample one, so answers run to --tokens):
-  unbatched             the transformers backend one request at a time (training.precompute.generate_batch)
+  unbatched             the transformers backend one request at a time (training.transformers_stage_a.generate_batch)
   batched               the transformers backend, --batch requests per generate() (what `precompute` runs)
   bare generate         model.generate on the same prepared batches with the same sampler: the floor under "batched"
   batched, HF sampling  "batched" with transformers' own top-p sort and multinomial instead of thinkdiff.sampling
@@ -39,11 +39,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 from bench_training import timed  # noqa: E402
 
 from tests.support.tiny_models import make_qwen2vl  # noqa: E402
+from thinkdiff.dtypes import DTYPES  # noqa: E402
 from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest  # noqa: E402
 from training.config import Config  # noqa: E402
-from training.models import DTYPES  # noqa: E402
 from training.pairs import Pair  # noqa: E402
-from training.precompute import generate_batch, instruction_for, sampling_options  # noqa: E402
+from training.stage_a_plan import instruction_for, sampling_options  # noqa: E402
+from training.transformers_stage_a import generate_batch  # noqa: E402
 
 SIZES = {"tiny": ("tiny-hd32", None, 32), "mid": ("2b", 2, 16)}  # width, layers, default tokens
 SEED = 42
@@ -181,7 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], default="fp32")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=0, help="answer length cap (default: tiny 32, mid 16)")

@@ -31,10 +31,11 @@ sys.path.insert(0, str(ROOT))
 from transformers import AutoTokenizer, Blip2VisionConfig, T5Config, T5ForConditionalGeneration  # noqa: E402
 
 from tests.support.paths import QWEN_TOKENIZER, T5_TOKENIZER  # noqa: E402
+from thinkdiff.dtypes import DTYPES  # noqa: E402
 from thinkdiff.vision import VisionTokenEncoder  # noqa: E402
 from training.config import OptimConfig  # noqa: E402
 from training.feature_store import FeatureShards, GeneratedSample, write_manifest, write_shard  # noqa: E402
-from training.models import DTYPES, FrozenT5, build_aligner  # noqa: E402
+from training.models import FrozenT5, build_aligner  # noqa: E402
 from training.objectives import (  # noqa: E402
     CLIPExamples,
     CLIPObjective,
@@ -170,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=list(SIZES), default="tiny")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32")
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], default="fp32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip", choices=["stage-b", "clip"], action="append", default=[])
     args = parser.parse_args()

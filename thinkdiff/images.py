@@ -14,7 +14,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+try:  # transformers 5.x: the PIL backend's module; its torchvision one imports torchvision at import time
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+except ImportError:  # transformers 4.5x
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from .errors import ThinkDiffError
 

@@ -99,7 +99,7 @@ class PrecomputeConfig:
 @dataclass
 class ModelConfig:
     t5: str = ""  # Flan-T5-XXL Hugging Face folder (model + tokenizer)
-    t5_dtype: Literal["bf16", "fp32"] = "bf16"
+    t5_dtype: Literal["bf16", "fp32"] = "bf16"  # no fp16: it overflows in T5
     # The reference keeps the frozen T5 in train mode, so its dropout (0.1 in Flan-T5) is active while the
     # aligner learns. True reproduces that; False runs the frozen T5 deterministically (eval mode).
     t5_dropout: bool = True

@@ -9,7 +9,6 @@ its presence marks a finished shard. ``manifest.json`` records how the features 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 
+from thinkdiff.atomic_files import write_atomically, write_text_atomically
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.safetensors_header import check_complete
 
@@ -38,13 +38,6 @@ def shard_stem(shard_id: int) -> str:
     return f"shard-{shard_id:06d}"
 
 
-def write_atomic(path: Path, write: Any) -> None:
-    """``write(tmp)``, then rename to ``path``: a reader sees the whole file or none."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_shard(folder: Path, shard_id: int, samples: list[GeneratedSample], hidden_size: int, skipped: int,
                 dtype: torch.dtype = torch.bfloat16) -> None:
     """Write one finished shard; ``skipped`` counts its unreadable inputs."""
@@ -55,9 +48,9 @@ def write_shard(folder: Path, shard_id: int, samples: list[GeneratedSample], hid
         "offsets": lengths.cumsum(0),
     }
     stem = shard_stem(shard_id)
-    write_atomic(folder / f"{stem}.safetensors", lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p)))
+    write_atomically(folder / f"{stem}.safetensors", lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p)))
     records = {"samples": [{"key": s.key, "instruction": s.instruction, "text": s.text} for s in samples], "skipped": skipped}
-    write_atomic(folder / f"{stem}.json", lambda p: p.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8"))
+    write_text_atomically(folder / f"{stem}.json", json.dumps(records, ensure_ascii=False))
 
 
 def finished_shards(folder: Path) -> list[int]:
@@ -66,7 +59,7 @@ def finished_shards(folder: Path) -> list[int]:
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / MANIFEST, lambda p: p.write_text(json.dumps(manifest, indent=1), encoding="utf-8"))
+    write_text_atomically(folder / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from thinkdiff.aligner import Aligner
-from thinkdiff.dtypes import DTYPES as ALL_DTYPES
+from thinkdiff.dtypes import DTYPES
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.hf_compat import dtype_kwarg
 from thinkdiff.safetensors_header import check_complete
@@ -28,7 +28,6 @@ from thinkdiff.vision import VisionTokenEncoder
 
 from .config import Config, Variant
 
-DTYPES = {name: ALL_DTYPES[name] for name in ("bf16", "fp32")}  # fp16 overflows in T5
 ENCODER_NORM_KEY = "encoder.final_layer_norm.weight"
 T5_URL = "https://huggingface.co/google/flan-t5-xxl"
 CLIP_INIT_STD = 0.02

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import AutoTokenizer
 
 from thinkdiff.aligner import Aligner
+from thinkdiff.dtypes import DTYPES
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.progress import format_duration
 
@@ -27,7 +28,7 @@ from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_che
 from .config import Config
 from .feature_store import FeatureShards
 from .metrics import MetricsLog, plot_loss
-from .models import DTYPES, build_aligner, frozen_t5_from_config, load_vision
+from .models import build_aligner, frozen_t5_from_config, load_vision
 from .objectives import (
     CLIPExamples,
     CLIPObjective,

@@ -1,11 +1,12 @@
 """LVLM stage A on vLLM (``[precompute] backend = "vllm"``): the transformers backend's shards at an engine's speed.
 
-The shards are those of ``precompute.py``: the same samples, instructions, prompts (the unexpanded chat tokens; vLLM
-expands the image placeholder itself), sampling (temperature, top-p, at least one and at most ``max_new_tokens``
-tokens, stop at the model's end tokens, no generation defaults from the model folder) and rows (row k = the final-norm
-state whose logits sampled token k, row 0 = the last prompt position). Only the random draws differ: vLLM's generator,
-seeded per sample with run seed + sample index. Each process runs two phases, each resumable and each in a fresh
-process with one engine, so only one engine holds the weights at a time:
+The shards are those of ``transformers_stage_a.py``, by the plan of ``stage_a_plan.py``: the same samples,
+instructions, prompts (the unexpanded chat tokens; vLLM expands the image placeholder itself), sampling (temperature,
+top-p, at least one and at most ``max_new_tokens`` tokens, stop at the model's end tokens, no generation defaults from
+the model folder) and rows (row k = the final-norm state whose logits sampled token k, row 0 = the last prompt
+position). Only the random draws differ: vLLM's generator, seeded per sample with run seed + sample index. Each
+process runs two phases, each resumable and each in a fresh process with one engine, so only one engine holds the
+weights at a time:
 
   tokens  vLLM generates a shard's answers -> ``vllm-tokens/shard-NNNNNN.json`` (prompt ids, answer ids, text)
   states  a pooling engine runs prompt + answer once and returns the final-norm state of every position; rows
@@ -36,15 +37,16 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoTokenizer
 
+from thinkdiff.atomic_files import write_text_atomically
+from thinkdiff.dtypes import DTYPES
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.progress import Progress
 from thinkdiff.prompts import render_chat
 
 from .config import Config
-from .feature_store import GeneratedSample, write_atomic, write_shard
-from .models import DTYPES
+from .feature_store import GeneratedSample, write_shard
 from .pairs import Pair, PairDataset, pairs_from_config
-from .precompute import (
+from .stage_a_plan import (
     ReadyImages,
     ShardBatches,
     check_manifest,
@@ -165,7 +167,7 @@ def generate_tokens(config: Config, pairs: PairDataset, shards: list[int]) -> No
             sample["token_ids"] = list(output.outputs[0].token_ids)
             sample["text"] = tokenizer.decode(sample["token_ids"], skip_special_tokens=True)
         text = json.dumps({"samples": samples, "skipped": len(items) - len(usable)}, ensure_ascii=False)
-        write_atomic(tokens_file(folder, items[0][0] // pre.samples_per_shard), lambda path, t=text: path.write_text(t, encoding="utf-8"))
+        write_text_atomically(tokens_file(folder, items[0][0] // pre.samples_per_shard), text)
         progress.update(len(items), sum(len(s["token_ids"]) for s in samples))
 
 

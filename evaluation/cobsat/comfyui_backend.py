@@ -29,8 +29,8 @@ from thinkdiff.errors import ThinkDiffError
 from thinkdiff.workflow_api import ui_to_api
 
 from .config import ComfyUIConfig, EvalConfig, GenerateConfig
-from .generate import Generated
 from .prompt import thinkdiff_prompt
+from .records import Generated
 from .samples import Sample
 
 SHIPPED_WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "thinkdiff_lvlm_in_context.json"

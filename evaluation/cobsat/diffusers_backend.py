@@ -21,8 +21,8 @@ from thinkdiff.errors import ThinkDiffError
 from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest
 
 from .config import EvalConfig
-from .generate import Generated
 from .prompt import thinkdiff_prompt
+from .records import Generated
 from .samples import Sample
 
 FLUX_URL = "https://huggingface.co/black-forest-labs/FLUX.1-dev"

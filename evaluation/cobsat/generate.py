@@ -1,7 +1,6 @@
 """``generate``: one image per sample, written where CoBSAT's ``evaluation_icl.py`` looks for it.
 
-Layout under ``OUTPUT_DIR/images``: ``shot_{N}/task_{T}/{save_name}.jpg`` (the image), ``.txt`` (the VLM's answer) and
-``.json`` (a small record with the seconds it took, written last: a sample with a record is finished). Samples are cut
+Layout: see ``records.py`` (a sample with a ``.json`` record is finished). Samples are cut
 into fixed batches of ``batch_size`` consecutive prompt-list entries per (shot, task); sample ``i`` uses seed ``seed + i`` and a VLM batch
 samples with the seed of its first entry, so a batch gives the same result however often the run is restarted. A
 restarted run skips finished batches and redoes a partly finished batch whole, writing only its missing samples.
@@ -13,19 +12,17 @@ shard_index``) times the processes of each (``accelerate launch``), so GPUs and 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from PIL import Image
-
+from thinkdiff.atomic_files import write_text_atomically
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.progress import Progress
 
 from .config import EvalConfig
+from .records import Backend, Generated, image_file, record_file, sample_dir
 from .samples import Sample, by_shot_and_task, check_dataset_root
 
 JPEG_QUALITY = 95
@@ -33,31 +30,6 @@ JPEG_QUALITY = 95
 FIXED_SETTINGS = ("instruction", "max_new_tokens", "temperature", "top_p", "min_pixels", "max_pixels", "width", "height",
                   "steps", "guidance")
 COMFYUI_MODELS = ("vlm", "aligner", "unet", "clip_l", "t5", "vae")
-
-
-@dataclass
-class Generated:
-    image: Image.Image
-    text: str = ""  # the VLM's answer
-    tokens: int = 0
-    vlm_seconds: float = 0.0  # this sample's share of its VLM batch (the diffusers backend measures it)
-
-
-class Backend(Protocol):
-    def generate(self, samples: Sequence[Sample], seeds: Sequence[int]) -> list[Generated]:
-        """One image per sample, in order."""
-
-
-def sample_dir(images_dir: Path, sample: Sample) -> Path:
-    return images_dir / f"shot_{sample.shot}" / f"task_{sample.task}"
-
-
-def image_file(images_dir: Path, sample: Sample) -> Path:
-    return sample_dir(images_dir, sample) / f"{sample.save_name}.jpg"
-
-
-def record_file(images_dir: Path, sample: Sample) -> Path:
-    return sample_dir(images_dir, sample) / f"{sample.save_name}.json"
 
 
 def fixed_batches(samples: Sequence[Sample], batch_size: int) -> list[list[Sample]]:
@@ -73,14 +45,7 @@ def write_outputs(images_dir: Path, sample: Sample, seed: int, result: Generated
     record = {"task": sample.task, "shot": sample.shot, "index": sample.index, "save_name": sample.save_name, "seed": seed,
               "backend": backend, "gt": sample.gt, "vlm_text": result.text, "vlm_tokens": result.tokens,
               "seconds": round(seconds, 4), "vlm_seconds": round(result.vlm_seconds, 4)}
-    write_atomically(record_file(images_dir, sample), json.dumps(record, indent=1))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the whole new one (a record marks a finished sample)."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    write_text_atomically(record_file(images_dir, sample), json.dumps(record, indent=1))
 
 
 def manifest(config: EvalConfig) -> dict[str, Any]:
@@ -110,7 +75,7 @@ def write_manifest(images_dir: Path, expected: dict[str, Any]) -> None:
     path = images_dir / "manifest.json"
     if not path.is_file():
         images_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, json.dumps(expected, indent=1))
+        write_text_atomically(path, json.dumps(expected, indent=1))
 
 
 def load_backend(config: EvalConfig, device: str, graph_hook: Callable[[dict], dict] | None = None) -> Backend:

@@ -19,8 +19,8 @@ from thinkdiff.errors import ThinkDiffError
 from thinkdiff.progress import Progress
 
 from .config import EvalConfig
-from .generate import image_file
 from .protocol import TASKS, parse_answer, question, true_label
+from .records import image_file
 from .samples import Sample, by_shot_and_task
 
 PARTS = ("detail", "obj")

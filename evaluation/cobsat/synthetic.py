@@ -23,8 +23,8 @@ from PIL import Image, ImageDraw
 
 from thinkdiff.errors import ThinkDiffError
 
-from .generate import Generated
 from .protocol import PROMPTS_PER_TASK, TASKS, VOCABULARIES, Task, image_path, item
+from .records import Generated
 from .samples import Sample
 
 SIDE = 128

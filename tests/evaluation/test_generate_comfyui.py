@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from evaluation.cobsat.comfyui_backend import SHIPPED_WORKFLOW, ComfyUIBackend, node_of_type
-from evaluation.cobsat.generate import generate, image_file, record_file
+from evaluation.cobsat.generate import generate
 from evaluation.cobsat.prompt import thinkdiff_prompt
+from evaluation.cobsat.records import image_file, record_file
 from tests.support.tiny_comfy import swap_to_tiny
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest

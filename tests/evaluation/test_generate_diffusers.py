@@ -14,7 +14,8 @@ from diffusers import FluxPipeline
 from PIL import Image
 
 from evaluation.cobsat.diffusers_backend import DiffusersBackend
-from evaluation.cobsat.generate import generate, image_file, record_file
+from evaluation.cobsat.generate import generate
+from evaluation.cobsat.records import image_file, record_file
 from tests.support.tiny_models import make_aligner
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights

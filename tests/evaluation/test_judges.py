@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor, CLIPModel, CLIPProcessor, LlavaForConditionalGeneration
 
-from evaluation.cobsat.generate import generate, image_file
+from evaluation.cobsat.generate import generate
 from evaluation.cobsat.judge import judge, read_rows, read_summary, scores_file
 from evaluation.cobsat.judges import ClipMetric, LlavaJudge, QwenJudge, llava_prompt
 from evaluation.cobsat.protocol import TASKS, parse_answer, question
+from evaluation.cobsat.records import image_file
 from evaluation.cobsat.samples import Sample
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.vlm import QwenVLEncoder, SamplingOptions, VLMRequest

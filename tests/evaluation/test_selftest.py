@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from evaluation.__main__ import main
-from evaluation.cobsat.generate import fixed_batches, generate, image_file, record_file
+from evaluation.cobsat.generate import fixed_batches, generate
 from evaluation.cobsat.judge import judge, read_rows, read_summary, scores_file
 from evaluation.cobsat.protocol import TASKS
+from evaluation.cobsat.records import image_file, record_file
 from evaluation.cobsat.selftest import near_chance, selftest
 from evaluation.cobsat.synthetic import PALETTE, SHAPES, RuleJudge, render, shape_of
 from tests.support.paths import REPO

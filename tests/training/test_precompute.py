@@ -15,7 +15,8 @@ from thinkdiff.vlm import VLMRequest
 from training.config import Config
 from training.feature_store import FeatureShards, finished_shards
 from training.pairs import pairs_from_config
-from training.precompute import ReadyImages, instruction_for, precompute, sampling_options
+from training.precompute import precompute
+from training.stage_a_plan import ReadyImages, instruction_for, sampling_options
 
 
 def features_dir(config: Config) -> Path:

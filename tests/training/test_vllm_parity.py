@@ -23,7 +23,9 @@ from thinkdiff.vlm import QwenVLEncoder, SamplingOptions
 from training.config import Config
 from training.feature_store import finished_shards, shard_stem, write_shard
 from training.pairs import pairs_from_config
-from training.precompute import ReadyImages, generate_batch, precompute
+from training.precompute import precompute
+from training.stage_a_plan import ReadyImages
+from training.transformers_stage_a import generate_batch
 from training.vllm_stage_a import TOKENS_DIR, prompt_ids, tokens_file
 
 pytest.importorskip("vllm", reason="vLLM is not installed in this environment: the vLLM backend's parity test runs in "

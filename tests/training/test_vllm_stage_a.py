@@ -13,7 +13,8 @@ from PIL import Image
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.vlm import VLMRequest
 from training.config import load_config
-from training.precompute import precompute, unfinished_shards
+from training.precompute import precompute
+from training.stage_a_plan import unfinished_shards
 from training.vllm_stage_a import (
     TOKENS_DIR,
     Launch,
