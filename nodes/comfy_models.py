@@ -15,7 +15,8 @@ from ..thinkdiff.errors import ThinkDiffError
 from ..thinkdiff.model_setup import missing_message
 from ..thinkdiff.safetensors_header import read_header
 from ..thinkdiff.vision import VISION_FORMAT
-from ..thinkdiff.weight_formats import is_bitsandbytes
+from ..thinkdiff.vram_advice import QWEN2_VL_7B_GB, gigabytes
+from ..thinkdiff.weight_formats import is_bitsandbytes, stored_bytes
 
 ALIGNER_FOLDER = "thinkdiff"
 VLM_FOLDER = "LLM"
@@ -117,26 +118,35 @@ def load_device(choice: str) -> torch.device:
 
 
 def patcher_for(module: torch.nn.Module, device: torch.device) -> comfy.model_patcher.ModelPatcher:
-    """Hand ``module`` (kept on the offload device) to ComfyUI's memory manager."""
+    """Hand ``module`` (kept on the offload device) to ComfyUI's memory manager, sized by the bytes it stores."""
     offload = mm.text_encoder_offload_device() if device.type != "cpu" else device
-    return comfy.model_patcher.ModelPatcher(module, load_device=device, offload_device=offload,
-                                            size=mm.module_size(module))
+    return comfy.model_patcher.ModelPatcher(module, load_device=device, offload_device=offload, size=stored_bytes(module))
 
 
-def check_fits(patcher: comfy.model_patcher.ModelPatcher, weights: str) -> None:
-    """A bitsandbytes model cannot be streamed: refuse one larger than the GPU, naming the formats that fit."""
+def obtainable_memory(device: torch.device) -> int:
+    """Bytes a model on ``device`` can have: what is free, and what ComfyUI would free by evicting its models there."""
+    loaded = [m.model for m in mm.current_loaded_models if m.device == device and m.model is not None]
+    return int(mm.get_free_memory(device)) + sum(int(patcher.loaded_size()) for patcher in loaded)
+
+
+def check_fits(patcher: comfy.model_patcher.ModelPatcher, weights: str, working_bytes: int) -> None:
+    """A bitsandbytes model cannot be streamed: refuse one that, with ``working_bytes`` for thinking, does not fit in what
+    the GPU has, naming the formats that fit."""
     device = patcher.load_device
     if not is_bitsandbytes(weights) or device.type == "cpu":
         return
-    size, total = patcher.model_size(), mm.get_total_memory(device)
-    if size > 0.95 * total:
-        raise ThinkDiffError(f"the VLM in {weights} needs {size / 2**30:.1f} GB but {device} has {total / 2**30:.1f} GB in all. "
+    size, available = patcher.model_size(), obtainable_memory(device)
+    if size + working_bytes > available:
+        raise ThinkDiffError(f"the VLM in {weights} needs {gigabytes(size)} of weights and about {gigabytes(working_bytes)} "
+                             f"to think, but {device} has {gigabytes(available)} free (counting models ComfyUI can unload). "
                              "Choose fp8_e4m3fn or default: those stream the layers that do not fit from CPU RAM; or bnb_nf4 "
-                             "if this was bnb_8bit (Qwen2-VL-7B: about 6.2 GB).")
+                             f"if this was bnb_8bit (Qwen2-VL-7B: about {QWEN2_VL_7B_GB['bnb_nf4']} GB).")
 
 
-def load_for_use(patcher: comfy.model_patcher.ModelPatcher, streamable: bool = False) -> torch.nn.Module:
-    """Move the model onto its device through ComfyUI (evicting others as needed) and return it. A ``streamable`` model
-    (ComfyUI cast layers) may be loaded partially when it does not fit: the rest is streamed from CPU RAM per layer."""
-    mm.load_models_gpu([patcher], force_full_load=not streamable)
+def load_for_use(patcher: comfy.model_patcher.ModelPatcher, streamable: bool = False,
+                 memory_required: int = 0) -> torch.nn.Module:
+    """Move the model onto its device through ComfyUI (evicting others as needed, and keeping ``memory_required`` bytes
+    free for what the forward needs beside the weights) and return it. A ``streamable`` model (ComfyUI cast layers) may
+    be loaded partially when it does not fit: the rest is streamed from CPU RAM per layer."""
+    mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=not streamable)
     return patcher.model

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import comfy.model_management as mm
 import comfy.utils
 import torch
+from comfy.model_patcher import ModelPatcher
 from comfy_api.latest import io, ui
 
 from ..thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list
 from ..thinkdiff.prompts import IMAGE_PLACEHOLDER
 from ..thinkdiff.sampling_options import PAPER_SAMPLING, SamplingOptions
+from ..thinkdiff.think_memory import Shapes, typical_think_bytes
 from ..thinkdiff.vlm import QwenVLEncoder, VLMRequest
 from ..thinkdiff.weight_formats import WEIGHT_FORMATS, is_bitsandbytes
 from .comfy_models import check_fits, load_for_use, patcher_for, placement, placement_inputs, vlm_folder_path, vlm_folders
-from .streaming import make_streamable
+from .streaming import load_buffers_whole, make_streamable
 from .types import CATEGORY, FEATURES, VLM
 
 
@@ -43,12 +47,34 @@ class ThinkDiffVLMLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: str, dtype: str, device: str, weights: str = "default") -> io.NodeOutput:
         target, weights_dtype = placement(dtype, device)
-        encoder = QwenVLEncoder.from_folder(vlm_folder_path(model), dtype=weights_dtype, weights=weights)
-        if not is_bitsandbytes(encoder.weights):
-            make_streamable(encoder.model)
-        patcher = patcher_for(encoder, target)
-        check_fits(patcher, encoder.weights)
-        return io.NodeOutput(patcher)
+        return io.NodeOutput(vlm_patcher(vlm_folder_path(model), target, weights_dtype, weights))
+
+
+def vlm_patcher(folder: Path, target: torch.device, dtype: torch.dtype, weights: str) -> ModelPatcher:
+    """The VLM in ``folder`` handed to ComfyUI's memory manager for ``target`` (what the loader node outputs)."""
+    encoder = QwenVLEncoder.from_folder(folder, dtype=dtype, weights=weights)
+    if not is_bitsandbytes(encoder.weights):
+        make_streamable(encoder.model)
+    encoder.manual_cast_dtype = dtype  # ComfyUI 0.33 reserves a cast buffer per streamed layer stored in another dtype
+    patcher = patcher_for(encoder, target)
+    load_buffers_whole(patcher)
+    shapes = Shapes.of(encoder.model.config)
+    check_fits(patcher, encoder.weights, typical_think_bytes(shapes, _casts_weights(encoder), dtype.itemsize))
+    return patcher
+
+
+def _casts_weights(encoder: QwenVLEncoder) -> bool:
+    """Whether a forward may make working-precision copies of weights: fp8 always, default when streamed."""
+    return not is_bitsandbytes(encoder.weights)
+
+
+def think_memory_required(encoder: QwenVLEncoder, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> int:
+    """Bytes to keep free beside the weights for thinking on ``inputs`` (``thinkdiff.think_memory``)."""
+    dtype_bytes = encoder.model.dtype.itemsize
+    batch, prompt = inputs["input_ids"].shape
+    patches = inputs["pixel_values"].shape[0] if "pixel_values" in inputs else 0
+    cast = max(p.numel() for p in encoder.parameters()) * dtype_bytes if _casts_weights(encoder) else 0
+    return Shapes.of(encoder.model.config).think_bytes(prompt, max_new_tokens, patches, batch, dtype_bytes) + cast
 
 
 class ThinkDiffVLMEncode(io.ComfyNode):
@@ -110,7 +136,8 @@ class ThinkDiffVLMEncode(io.ComfyNode):
         request = VLMRequest(prompt, as_pil_list(images), picture_labels)
         encoder: QwenVLEncoder = vlm.model
         inputs = encoder.prepare([request], min_pixels, max_pixels, max_new_tokens)  # validates before any GPU work
-        encoder = load_for_use(vlm, streamable=not is_bitsandbytes(encoder.weights))
+        memory = think_memory_required(encoder, inputs, max_new_tokens)
+        encoder = load_for_use(vlm, streamable=not is_bitsandbytes(encoder.weights), memory_required=memory)
         inputs = {k: v.to(vlm.load_device) for k, v in inputs.items()}
         node_id = cls.hidden.unique_id
         progress = comfy.utils.ProgressBar(max_new_tokens, node_id=node_id)

@@ -655,13 +655,17 @@ def test_each_weight_format_thinks_close_to_the_default_and_is_sized_as_stored(c
     hidden, inner, heads, kv = text["hidden_size"], text["intermediate_size"], text["num_attention_heads"], text["num_key_value_heads"]
     head_dim = hidden // heads
     per_layer = 2 * hidden * hidden + 2 * hidden * kv * head_dim + 3 * hidden * inner
+    channels = text["num_hidden_layers"] * (3 * hidden + 2 * kv * head_dim + 2 * inner)  # output rows of those layers
     linear_weights = text["num_hidden_layers"] * per_layer
-    if weights == "fp8_e4m3fn":  # ComfyUI's size figure is the real one: 1 byte instead of 4 per Linear weight
-        assert default_info["size"] - info["size"] == 3 * linear_weights
+    if weights == "fp8_e4m3fn":  # ComfyUI's size is the stored bytes: 1 instead of 4 per weight, a float32 scale per row
+        assert default_info["size"] - info["size"] == 3 * linear_weights - 4 * channels
         assert not [name for name in info["classes"] if name.startswith("torch.nn")]  # every layer streamable
-        assert info["classes"][COMFY_CAST + "Linear"] == default_info["classes"][COMFY_CAST + "Linear"]
-    else:  # bitsandbytes layers, loaded whole; smaller than fp32
-        assert any(name.startswith("bitsandbytes.") for name in info["classes"]) and info["size"] < default_info["size"]
+        streamed_fp8 = sum(n for name, n in info["classes"].items() if name.endswith(".StreamedCastLinear"))
+        plain = default_info["classes"][COMFY_CAST + "Linear"]
+        assert streamed_fp8 == 2 * 7 and info["classes"][COMFY_CAST + "Linear"] + streamed_fp8 == plain
+    else:  # bitsandbytes layers (with the pack's move of their quantized state), loaded whole; smaller than fp32
+        assert any(name.endswith((".Linear8bitLt", ".Linear4bit")) for name in info["classes"]), info["classes"]
+        assert info["size"] < default_info["size"]
 
 
 def test_a_vlm_that_does_not_fit_streams_its_layers_through_comfyuis_partial_loading(comfy):

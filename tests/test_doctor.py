@@ -17,7 +17,7 @@ from thinkdiff import doctor, weight_formats
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.model_setup import BY_NAME, CATALOGUE, missing_message
 from thinkdiff.safetensors_header import read_header
-from thinkdiff.vram_advice import QWEN2_VL_7B_GB, WORKING_GB, recommend
+from thinkdiff.vram_advice import QWEN2_VL_7B_GB, recommend, working_gb
 
 WORKFLOWS = doctor.shipped_workflows(REPO)
 SOURCE, OUT = 64, 32  # tiny widths: VLM / vision hidden size, aligner output = diffusion context = T5 width
@@ -149,7 +149,7 @@ def test_the_recommended_vlm_format_fits_the_free_memory(free_gb, weights):
     chosen, why = recommend(free_gb)
     assert chosen == weights
     if free_gb >= 8:
-        assert QWEN2_VL_7B_GB[chosen] + WORKING_GB <= free_gb and str(QWEN2_VL_7B_GB[chosen]) in why
+        assert QWEN2_VL_7B_GB[chosen] + working_gb(chosen) <= free_gb and str(QWEN2_VL_7B_GB[chosen]) in why
     else:
         assert "streams" in why
 

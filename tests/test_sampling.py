@@ -1,6 +1,7 @@
 """The top-p sampler is exact: the bucket shortcut keeps the same tokens as ranking the whole vocabulary, that ranking is
 top-p's definition (checked in exact rationals and against transformers' warper), and the draw follows the kept masses."""
 
+import math
 from fractions import Fraction
 
 import pytest
@@ -8,9 +9,10 @@ import torch
 from transformers import TopPLogitsWarper
 
 from thinkdiff import sampling
-from thinkdiff.sampling import BUCKETS, TopPSampler, draw, fixed_point_masses, logit_buckets, top_p_mask
+from thinkdiff.errors import ThinkDiffError
+from thinkdiff.sampling import BUCKETS, FiniteLogits, TopPSampler, draw, fixed_point_masses, logit_buckets, top_p_mask
 from thinkdiff.sampling_options import SamplingOptions
-from thinkdiff.vlm import VLMRequest
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest
 
 VOCAB = 151936
 
@@ -162,8 +164,12 @@ def test_seeded_generation_is_identical_with_the_full_sort(encoder, stop_at_eos)
 
 
 def test_greedy_stays_transformers_own():
+    """transformers' greedy search, with only the non-finite-logits check added."""
     kwargs = SamplingOptions(greedy=True).generate_kwargs([1, 2], 0, prompt_length=5)
-    assert set(kwargs) == {"generation_config"} and not kwargs["generation_config"].do_sample
+    assert set(kwargs) == {"generation_config", "logits_processor"} and not kwargs["generation_config"].do_sample
+    assert [type(p) for p in kwargs["logits_processor"]] == [FiniteLogits]
+
+
 
 
 def softmax_top_p(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -193,3 +199,33 @@ def test_the_sampler_draws_from_softmax_at_the_temperature_truncated_by_top_p(mo
     reference = softmax_top_p(logits[0], temperature, top_p)
     assert torch.allclose(shares, reference, atol=2.0 / rows, rtol=0), (shares - reference).abs().max()
     assert int((reference > 0).sum()) < 40  # top-p dropped some tokens
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_logits_are_refused_with_the_dtype_fix(bad):
+    """A NaN row would otherwise draw index vocab_size (a CUDA device-side assert that breaks the whole process)."""
+    scores = torch.zeros(2, VOCAB)
+    scores[1, 7] = bad
+    sampler = TopPSampler(0.7, 0.9, prompt_length=1, min_new_tokens=0, eos_token_ids=[0])
+    for process in (sampler, FiniteLogits()):
+        with pytest.raises(ThinkDiffError, match="NaN or infinite.*dtype to fp32"):
+            process(torch.zeros(2, 1, dtype=torch.long), scores.clone())
+    scores[1, 7] = -math.inf  # a masked token is fine
+    assert FiniteLogits()(torch.zeros(2, 1, dtype=torch.long), scores) is scores
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_an_overflowing_vlm_gives_the_error_and_the_next_prompt_runs(tiny_vlm_folder, greedy):
+    encoder = QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=torch.float32)
+    options, request = SamplingOptions(max_new_tokens=3, greedy=greedy), [VLMRequest("a red car")]
+    (reference,) = encoder.encode(request, options)
+    norm = encoder.model.model.language_model.norm
+    saved = norm.weight.detach().clone()
+    with torch.no_grad():
+        norm.weight[0] = math.inf  # as an fp16 overflow leaves it
+    with pytest.raises(ThinkDiffError, match="NaN or infinite"):
+        encoder.encode(request, options)
+    with torch.no_grad():
+        norm.weight.copy_(saved)
+    (again,) = encoder.encode(request, options)
+    assert torch.equal(again.token_ids, reference.token_ids)

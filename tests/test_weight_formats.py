@@ -12,18 +12,20 @@ from torch import nn
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.sampling_options import SamplingOptions
 from thinkdiff.vlm import QwenVLEncoder, VLMRequest
-from thinkdiff.weight_formats import CastLinear, store_linears_fp8
+from thinkdiff.weight_formats import CastLinear, fp8_with_scale, store_linears_fp8
 
 
 def test_cast_linear_computes_in_the_inputs_precision():
     linear = nn.Linear(16, 8)
     cast = CastLinear(16, 8)
-    cast.weight = nn.Parameter(linear.weight.detach().to(torch.float8_e4m3fn), requires_grad=False)
+    stored, scale = fp8_with_scale(linear.weight)
+    cast.weight, cast.weight_scale = nn.Parameter(stored, requires_grad=False), nn.Parameter(scale, requires_grad=False)
     cast.bias = linear.bias
     x = torch.randn(3, 16, dtype=torch.bfloat16)
     out = cast(x)
     assert out.dtype == torch.bfloat16
-    torch.testing.assert_close(out, F.linear(x, linear.weight.to(torch.float8_e4m3fn).to(torch.bfloat16), linear.bias.to(torch.bfloat16)))
+    dequantized = (linear.weight.detach() / scale).to(torch.float8_e4m3fn).to(torch.bfloat16) * scale.to(torch.bfloat16)
+    torch.testing.assert_close(out, F.linear(x, dequantized, linear.bias.to(torch.bfloat16)))
 
 
 def test_fp8_stores_the_language_models_linears_only(tiny_vlm_folder):
@@ -37,7 +39,9 @@ def test_fp8_stores_the_language_models_linears_only(tiny_vlm_folder):
     assert all(".visual." not in f".{name}." and name != "lm_head" for name in cast)
     for name in cast:
         assert modules[name].weight.dtype == torch.float8_e4m3fn
-        assert torch.equal(modules[name].weight, originals[name].to(torch.float8_e4m3fn))
+        scale = originals[name].abs().amax(dim=1, keepdim=True) / 448  # per output channel: the largest weight -> 448
+        torch.testing.assert_close(modules[name].weight_scale, scale)
+        assert torch.equal(modules[name].weight, (originals[name] / scale).to(torch.float8_e4m3fn))
     assert model.lm_head.weight is model.get_input_embeddings().weight
 
 

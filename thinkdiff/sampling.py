@@ -25,6 +25,8 @@ from fractions import Fraction
 import torch
 from transformers import LogitsProcessor
 
+from .errors import ThinkDiffError
+
 BUCKETS = 4096
 MASS_RANGE = 32.0  # logits further below the row's maximum have mass 0 (exp(-32) * 2**44 < 1): they share bucket 0
 UNIFORM_BITS = 53
@@ -94,6 +96,27 @@ def draw(masses: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, torch.tensor(targets, device=masses.device)[:, None], right=True)[:, 0]
 
 
+NON_FINITE_LOGITS = (
+    "the VLM's logits are NaN or infinite: it overflowed in its working precision (Qwen2 does in fp16, which dtype auto "
+    "picks on GPUs without bf16, those before Ampere). Set the VLM Loader's dtype to fp32 (or bf16 where the GPU has it) "
+    "and run again.")
+
+
+def check_finite(scores: torch.Tensor) -> None:
+    """Refuse NaN / +inf logits with the fix; -inf (a masked token) is fine. A NaN row would make the draw index past the
+    vocabulary, a device-side assert that breaks CUDA for the whole process."""
+    if not bool((scores < math.inf).all()):
+        raise ThinkDiffError(NON_FINITE_LOGITS)
+
+
+class FiniteLogits(LogitsProcessor):
+    """:func:`check_finite` at every step of greedy decoding."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        check_finite(scores)
+        return scores
+
+
 class TopPSampler(LogitsProcessor):
     """Temperature, top-p and the draw in one logits processor, for ``generate(do_sample=False)``.
 
@@ -108,6 +131,7 @@ class TopPSampler(LogitsProcessor):
         self.prompt_length, self.min_new_tokens, self.eos_token_ids = prompt_length, min_new_tokens, eos_token_ids
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        check_finite(scores)
         logits = scores / self.temperature
         if input_ids.shape[1] - self.prompt_length < self.min_new_tokens:
             logits[:, self.eos_token_ids] = -math.inf

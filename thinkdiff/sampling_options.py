@@ -9,7 +9,7 @@ from typing import Any
 from transformers import GenerationConfig, LogitsProcessorList
 
 from .errors import ThinkDiffError
-from .sampling import TopPSampler
+from .sampling import FiniteLogits, TopPSampler
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class SamplingOptions:
         (exact top-p without sorting the vocabulary; transformers' sampling stays the reference)."""
         config = self.generation_config(eos_token_id, pad_token_id)
         if self.greedy:
-            return {"generation_config": config}
+            return {"generation_config": config, "logits_processor": LogitsProcessorList([FiniteLogits()])}
         sampler = TopPSampler(self.temperature, self.top_p, prompt_length, config.min_new_tokens,
                               eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
         config.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_new_tokens=None)

@@ -39,6 +39,7 @@ from .weight_formats import (
     bitsandbytes_unavailable,
     check_weight_format,
     is_bitsandbytes,
+    keep_quantized_state_with_weights,
     store_linears_fp8,
 )
 
@@ -202,6 +203,7 @@ class QwenVLEncoder(nn.Module):
         _check_tokenizer(processor.tokenizer, model.config, folder)
         if weights == "fp8_e4m3fn":
             store_linears_fp8(model)
+        keep_quantized_state_with_weights(model)
         return cls(model, processor, folder.name, weights)
 
     @property
@@ -211,7 +213,10 @@ class QwenVLEncoder(nn.Module):
 
     @property
     def param_device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where the model computes: the device of its rotary tables, buffers that are never streamed (under ComfyUI's
+        partial loading any layer's parameters may stay in CPU RAM)."""
+        return next(b for m in self.model.modules() if next(m.parameters(recurse=False), None) is None
+                    for b in m.buffers(recurse=False)).device
 
     def decode(self, token_ids: torch.Tensor, skip_special_tokens: bool = True) -> str:
         return self.processor.tokenizer.decode(token_ids.tolist(), skip_special_tokens=skip_special_tokens)

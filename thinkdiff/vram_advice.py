@@ -1,22 +1,35 @@
-"""Which weight format of Qwen2-VL-7B suits a GPU, for the doctor and the docs.
+"""Which weight format of Qwen2-VL-7B suits a GPU, for the doctor, the VLM loader's refusal and the docs.
 
 Sizes are those of ``thinkdiff.weight_formats`` (computed from Qwen2-VL-7B's shapes; the bitsandbytes ones include its
-scales). ComfyUI evicts the VLM before Flux loads, so the two never need to fit together: the VLM alone must fit, or
-stream. Importing this module does not import torch; only :func:`gpu_memory` does, when it is called.
+scales). ComfyUI evicts the VLM before Flux loads, so the VLM alone must fit with its working memory
+(``thinkdiff.think_memory``), or stream. Every figure is in GB of 10**9 bytes. Importing this module does not import
+torch; only :func:`gpu_memory` does, when it is called.
 """
 
 from __future__ import annotations
 
+from .think_memory import QWEN2_VL_7B, typical_think_bytes
+
+GB = 10**9
 QWEN2_VL_7B_GB = {"default": 16.6, "fp8_e4m3fn": 9.5, "bnb_8bit": 9.4, "bnb_nf4": 6.2}  # weights only
-WORKING_GB = 1.5  # CUDA context, activations and the KV cache of a few images and 128 tokens (estimate)
 BY_FIDELITY = ("default", "fp8_e4m3fn", "bnb_8bit", "bnb_nf4")  # best first (measured: scripts/bench_weight_formats.py)
+
+
+def gigabytes(size: float) -> str:
+    return f"{size / GB:.1f} GB"
+
+
+def working_gb(weights: str) -> float:
+    """Working memory of a typical think (two 1-megapixel images, 128 tokens) in ``weights``, with the CUDA context."""
+    return round(typical_think_bytes(QWEN2_VL_7B, casts_weights=weights == "fp8_e4m3fn") / GB, 1)
 
 
 def recommend(free_gb: float) -> tuple[str, str]:
     """The most faithful format that fits ``free_gb`` of GPU memory, and why."""
     for weights in BY_FIDELITY:
-        if QWEN2_VL_7B_GB[weights] + WORKING_GB <= free_gb:
-            return weights, f"{QWEN2_VL_7B_GB[weights]} GB of weights + about {WORKING_GB} GB working memory fit in {free_gb:.1f} GB"
+        if QWEN2_VL_7B_GB[weights] + working_gb(weights) <= free_gb:
+            return weights, (f"{QWEN2_VL_7B_GB[weights]} GB of weights + about {working_gb(weights)} GB working memory fit "
+                             f"in {free_gb:.1f} GB")
     return "fp8_e4m3fn", (f"nothing fits in {free_gb:.1f} GB: fp8_e4m3fn streams the layers that do not fit from CPU RAM "
                           "(slower, but it runs)")
 
@@ -30,7 +43,7 @@ def gpu_memory() -> tuple[str, float, float] | None:
     if not torch.cuda.is_available():
         return None
     free, total = torch.cuda.mem_get_info(0)
-    return torch.cuda.get_device_name(0), free / 1e9, total / 1e9
+    return torch.cuda.get_device_name(0), free / GB, total / GB
 
 
 def advice() -> str:

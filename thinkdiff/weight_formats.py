@@ -32,11 +32,31 @@ VISION_PREFIX = "visual"  # Qwen2-VL's vision tower: model.visual (transformers 
 
 
 class CastLinear(nn.Linear):
-    """A Linear whose weight is stored in a narrow dtype (fp8) and cast, per forward, to the input's dtype and device."""
+    """A Linear whose weight is stored in float8 e4m3fn with a float32 scale (``weight ≈ stored × weight_scale``: per
+    output channel, or one per tensor), dequantized per forward to the input's dtype and device."""
+
+    weight_scale: nn.Parameter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.device, x.dtype)
-        return F.linear(x, self.weight.to(x.device, x.dtype), bias)
+        weight = self.weight.to(x.device, x.dtype) * self.weight_scale.to(x.device, x.dtype)
+        return F.linear(x, weight, bias)
+
+
+FP8_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
+Fp8Scaling = Literal["channel", "tensor", "none"]
+
+
+def fp8_with_scale(weight: torch.Tensor, scaling: Fp8Scaling = "channel") -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` as float8 e4m3fn and the float32 scale that maps its largest magnitude (per output row, or over the
+    tensor) to e4m3fn's largest value, so that small weights stay out of its subnormals (below 2**-6, step 2**-9)."""
+    weight = weight.detach().float()
+    if scaling == "none":
+        scale = torch.ones(1, 1)
+    else:
+        amax = weight.abs().amax(dim=1, keepdim=True) if scaling == "channel" else weight.abs().amax().reshape(1, 1)
+        scale = amax.clamp(min=torch.finfo(torch.float32).tiny) / FP8_MAX
+    return (weight / scale).to(torch.float8_e4m3fn), scale
 
 
 def replace_modules(model: nn.Module, convert: Callable[[str, nn.Module], nn.Module | None]) -> int:
@@ -55,8 +75,10 @@ def _in_vision_tower(name: str) -> bool:
     return VISION_PREFIX in name.split(".")
 
 
-def store_linears_fp8(model: nn.Module) -> int:
-    """Store the language model's Linear weights as float8 e4m3fn (computed in the input's precision); returns the count.
+def store_linears_fp8(model: nn.Module, scaling: Fp8Scaling = "channel") -> int:
+    """Store the language model's Linear weights as scaled float8 e4m3fn (computed in the input's precision); returns the
+    count. Per-channel scales are the measured choice (scripts/bench_weight_formats.py compares them with one scale per
+    tensor and with none).
 
     Skipped: the vision tower, and ``lm_head`` when its weight is the embedding table (tied, as in Qwen2-VL-2B).
     """
@@ -67,7 +89,9 @@ def store_linears_fp8(model: nn.Module) -> int:
             return None
         with torch.device("meta"):
             new = CastLinear(module.in_features, module.out_features, bias=module.bias is not None)
-        new.weight = nn.Parameter(module.weight.detach().to(torch.float8_e4m3fn), requires_grad=False)
+        stored, scale = fp8_with_scale(module.weight, scaling)
+        new.weight = nn.Parameter(stored, requires_grad=False)
+        new.weight_scale = nn.Parameter(scale.to(module.weight.device), requires_grad=False)
         new.bias = module.bias
         return new
 
@@ -107,3 +131,81 @@ def check_weight_format(weights: str) -> WeightFormat:
 
 def is_bitsandbytes(weights: WeightFormat) -> bool:
     return weights.startswith("bnb_")
+
+
+class QuantizedStateMoves:
+    """Mixed into bitsandbytes' Linear8bitLt / Linear4bit: every move of the module, its own ``.to()`` or a parent's
+    (``_apply``, which ComfyUI's whole-model moves use), takes the quantized weight with all its state.
+
+    torch moves a parameter by swapping its data, which leaves the tensors bitsandbytes hangs on the parameter (``CB``,
+    ``SCB``, ``quant_state``) and on the module (``state.CB`` / ``state.SCB`` after the first forward) where they were:
+    an unloaded 8-bit model kept its int8 weights on the GPU. Here the weight is replaced by bitsandbytes' own moved copy
+    (``Int8Params.to`` / ``Params4bit.to`` move or quantize its state), and the module's state follows it.
+    """
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+        module: Any = self
+        old = module.weight
+        module.weight = fn(old)
+        device = module.weight.device
+        for name, value in vars(old).items():  # what bitsandbytes' own to() did not carry (SCB in a move within meta)
+            if isinstance(value, torch.Tensor) and getattr(module.weight, name, None) is None:
+                setattr(module.weight, name, value.to(device))
+        if module.bias is not None:
+            module.bias = nn.Parameter(fn(module.bias), requires_grad=False)
+        state = getattr(module, "state", None)  # Linear8bitLt's MatmulLtState: CB, SCB, outlier indices...
+        for name, value in (vars(state) if state is not None else {}).items():
+            if isinstance(value, torch.Tensor):
+                setattr(state, name, value.to(device))
+        if state is not None and state.CB is not None:  # after the first forward the int8 values live in the state
+            state.CB = module.weight.data  # one copy, as bitsandbytes' forward leaves it
+            module.weight.CB = module.weight.SCB = None
+        return self
+
+
+_MOVING_CLASSES: dict[type, type] = {}
+
+
+def keep_quantized_state_with_weights(model: nn.Module) -> int:
+    """Give every bitsandbytes layer of ``model`` :class:`QuantizedStateMoves`; returns the count."""
+    count = 0
+    for module in model.modules():
+        cls = type(module)
+        if cls.__module__.startswith("bitsandbytes") and hasattr(module, "weight"):
+            if cls not in _MOVING_CLASSES:
+                _MOVING_CLASSES[cls] = type(cls.__name__, (QuantizedStateMoves, cls), {"__module__": __name__})
+            module.__class__ = _MOVING_CLASSES[cls]
+            count += 1
+    return count
+
+
+def _quantized_nf4_bytes(weight: Any) -> int:
+    """Bytes a not yet quantized ``Params4bit`` will take once bitsandbytes quantizes it (on its first move to a GPU, in
+    bitsandbytes versions that quantize only there): packed 4-bit values, one float32 absmax per block and the code."""
+    blocks = -(-weight.numel() // weight.blocksize)
+    absmax = blocks + -(-blocks // 256) * 4 + 256 * 4 + 4 if weight.compress_statistics else blocks * 4
+    return -(-weight.numel() // 2) + absmax + 16 * 4
+
+
+def stored_bytes(model: nn.Module) -> int:
+    """Bytes of what ``model`` holds once on its device: each storage once (a tied embedding; bitsandbytes' int8 state
+    shares the weight's), bitsandbytes' scales and 4-bit state included, a 4-bit weight at its quantized size."""
+    storages: dict[int, int] = {}
+    extra = 0
+    for module in model.modules():
+        tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        for tensor in list(tensors):
+            if getattr(tensor, "bnb_quantized", True) is False:
+                extra += _quantized_nf4_bytes(tensor)
+                tensors.remove(tensor)
+            tensors += [t for t in (getattr(tensor, "CB", None), getattr(tensor, "SCB", None)) if t is not None]
+            quant_state = getattr(tensor, "quant_state", None)
+            if quant_state is not None:
+                tensors += [quant_state.absmax, quant_state.code]
+                if quant_state.nested:
+                    tensors += [quant_state.offset, quant_state.state2.absmax, quant_state.state2.code]
+        state = getattr(module, "state", None)
+        tensors += [t for t in (getattr(state, "CB", None), getattr(state, "SCB", None)) if t is not None]
+        for tensor in tensors:
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    return sum(storages.values()) + extra
