@@ -13,7 +13,7 @@ import torch
 from comfy_api.latest import io
 
 from ..thinkdiff.errors import ThinkDiffError
-from ..thinkdiff.t5_families import SUPPORTED, T5Family, family_for, join_t5, text_tokens
+from ..thinkdiff.t5_families import SUPPORTED, T5Family, family_for, join_t5, text_min_length
 from ..thinkdiff.vlm import VLMOutput
 from .alignment import aligned_conditioning
 from .clip_nodes import VISION_SOURCE
@@ -32,21 +32,17 @@ def clip_family(clip: Any) -> T5Family:
     return family
 
 
-def _t5_length(clip: Any, text: str) -> int:
-    """T5 tokens of ``text`` with its end token, unpadded (0 for no text)."""
-    return len(clip.tokenize(text, tokenizer_options={MIN_LENGTH: 1})[T5][0]) if text.strip() else 0
-
-
 def t5_family_conditioning(clip: Any, text: str, aligned_tokens: int,
                            align: Callable[[int], torch.Tensor]) -> list[list]:
     """CLIPTextEncode's conditioning of ``text`` for ``clip``'s model, with ``align(T5 width)`` ([1, aligned_tokens, D])
-    in front of its T5 tokens; the text fills the family's minimum T5 length (none when the aligned tokens reach it)."""
-    family = clip_family(clip)
-    keep = text_tokens(family, aligned_tokens, _t5_length(clip, text))
-    t5_tokens = max(keep, 1)  # ComfyUI's T5 always gives the end token; dropped again when no text is kept
-    encoded = clip.encode_from_tokens_scheduled(clip.tokenize(text, tokenizer_options={MIN_LENGTH: t5_tokens}))
+    at the start of its T5 part; the text fills the family's minimum T5 length (no text part when the aligned tokens
+    reach it and there is no text)."""
+    min_length = text_min_length(clip_family(clip), aligned_tokens, text)
+    tokens = clip.tokenize(text, tokenizer_options={MIN_LENGTH: max(min_length, 1)})
+    t5_tokens = len(tokens[T5][0])
+    encoded = clip.encode_from_tokens_scheduled(tokens)
     aligned = align(encoded[0][0].shape[-1])
-    return [list(join_t5(cond, extras, t5_tokens, aligned, keep)) for cond, extras in encoded]
+    return [list(join_t5(cond, extras, t5_tokens, aligned, keep_text=min_length > 0)) for cond, extras in encoded]
 
 
 def _inputs(tokens: io.Input) -> list[io.Input]:
@@ -80,10 +76,9 @@ class ThinkDiffT5Conditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, features: VLMOutput, aligner, clip, text: str) -> io.NodeOutput:
-        tokens = features.features
         return io.NodeOutput(t5_family_conditioning(
-            clip, text, tokens.numel() // tokens.shape[-1],
-            lambda width: aligned_conditioning(aligner, tokens, "the VLM", t5_width=width)))
+            clip, text, features.num_tokens,
+            lambda width: aligned_conditioning(aligner, features.features, "the VLM", t5_width=width)))
 
 
 class ThinkDiffCLIPT5Conditioning(io.ComfyNode):
