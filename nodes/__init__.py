@@ -11,12 +11,13 @@ from .clip_nodes import (
 )
 from .comfy_models import register_model_folders
 from .conditioning_nodes import ThinkDiffAlignerLoader, ThinkDiffFluxConditioning
+from .t5_nodes import ThinkDiffCLIPT5Conditioning, ThinkDiffT5Conditioning
 from .vlm_nodes import ThinkDiffVLMEncode, ThinkDiffVLMLoader
 
 NODES: list[type[io.ComfyNode]] = [
     ThinkDiffVLMLoader, ThinkDiffVLMEncode, ThinkDiffAlignerLoader, ThinkDiffFluxConditioning,
     ThinkDiffVisionLoader, ThinkDiffImageEncode, ThinkDiffCLIPFluxConditioning,
-    ThinkDiffCogVideoXConditioning, ThinkDiffCogVideoXWrapperEmbeds,
+    ThinkDiffCogVideoXConditioning, ThinkDiffCogVideoXWrapperEmbeds, ThinkDiffT5Conditioning, ThinkDiffCLIPT5Conditioning,
 ]
 
 

@@ -42,7 +42,8 @@ pytestmark = pytest.mark.comfyui
 BITSANDBYTES_ON_CPU = int(transformers.__version__.split(".")[0]) >= 5
 THINKDIFF_NODES = ["ThinkDiffVLMLoader", "ThinkDiffVLMEncode", "ThinkDiffAlignerLoader", "ThinkDiffFluxConditioning",
                    "ThinkDiffVisionLoader", "ThinkDiffImageEncode", "ThinkDiffCLIPFluxConditioning",
-                   "ThinkDiffCogVideoXConditioning", "ThinkDiffCogVideoXWrapperEmbeds"]
+                   "ThinkDiffCogVideoXConditioning", "ThinkDiffCogVideoXWrapperEmbeds", "ThinkDiffT5Conditioning",
+                   "ThinkDiffCLIPT5Conditioning"]
 TINY_CLIP = {"class_type": "TinyFluxDualCLIPLoader", "inputs": {"clip_name1": "clip_l-tiny-random.safetensors",
                                                                 "clip_name2": "t5xxl-tiny-random.safetensors"}}
 

@@ -114,6 +114,90 @@ class TinyCogVideoXCLIPLoader:
                               parameters=comfy.utils.calculate_parameters(sd), state_dict=[sd], model_options=options),)
 
 
+T5_CLIP_TYPES = ("sd3", "chroma", "pixart", "ltxv", "mochi", "cogvideox", "wan", "hidream", "cosmos")
+
+
+class TinyT5CLIPLoader:
+    """CLIPLoader's own path (comfy.sd.load_text_encoder_state_dicts) for a tiny T5 of any T5 CLIP type: the detection
+    that reads T5-XXL by its 24th block is told what the file stands for (Cosmos: the old T5); Wan's tokenizer, stored in
+    its weights file, is stood in for by a SentencePiece model from the ComfyUI tree (and its vocabulary by T5's)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        types = [t for t in T5_CLIP_TYPES if hasattr(comfy.sd.CLIPType, t.upper())]
+        return {"required": {"clip_name": (folder_paths.get_filename_list("text_encoders"),), "type": (types,)}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing/tiny_models"
+
+    def load(self, clip_name, type):
+        path = folder_paths.get_full_path_or_raise("text_encoders", clip_name)
+        sd = comfy.utils.load_torch_file(path, safe_load=True)
+        if type == "wan":
+            spiece = os.path.join(os.path.dirname(comfy.sd.__file__), "text_encoders", "t5_pile_tokenizer", "tokenizer.model")
+            with open(spiece, "rb") as f:
+                sd["spiece_model"] = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+        tiny = {**json.loads(_metadata(path)["tiny_t5xxl_config"]), "vocab_size": sd["shared.weight"].shape[0]}  # UMT5's is 256k
+        detected = comfy.sd.TEModel.T5_XXL_OLD if type == "cosmos" else comfy.sd.TEModel.T5_XXL
+        with mock.patch.object(comfy.sd, "detect_te_model", return_value=detected):
+            clip = comfy.sd.load_text_encoder_state_dicts(
+                [sd], embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                clip_type=getattr(comfy.sd.CLIPType, type.upper()),
+                model_options={"t5xxl_model_config": tiny, "umt5xxl_model_config": tiny})
+        return (clip,)
+
+
+def _pack_module(name):
+    """The ThinkDiff pack's module ``name`` as ComfyUI imported it (under the pack's folder path)."""
+    return next(module for key, module in sys.modules.items() if key.endswith(f".{name}") and "ThinkDiff" in key)
+
+
+class TestT5Tokens:
+    """A CLIP's own T5 encoding of ``text`` (unpadded: its tokens and end token) as ThinkDiff VLM features and as one
+    image's ThinkDiff-CLIP image tokens: with TestIdentityAligner it stands in for aligned tokens."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip": ("CLIP",), "text": ("STRING", {"default": "a red ball"})}}
+
+    RETURN_TYPES = ("THINKDIFF_FEATURES", "THINKDIFF_IMAGE_TOKENS")
+    FUNCTION = "encode"
+    CATEGORY = "testing/tiny_models"
+
+    def encode(self, clip, text):
+        cond = clip.encode_from_tokens(clip.tokenize(text, tokenizer_options={"t5xxl_min_length": 1}))
+        vlm = _pack_module("thinkdiff.vlm")
+        return (vlm.VLMOutput(cond[0], torch.zeros(cond.shape[1], dtype=torch.long), text), cond)
+
+
+class _Identity(torch.nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # something for the memory manager to place
+        self.in_dim = self.out_dim = width
+        self.description = f"identity aligner ({width} wide, test)"
+
+    def forward(self, features):
+        return features
+
+
+class TestIdentityAligner:
+    """A ThinkDiff aligner that passes its input through (so T5 states come out as they went in)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"width": ("INT", {"default": 32})}}
+
+    RETURN_TYPES = ("THINKDIFF_ALIGNER",)
+    FUNCTION = "make"
+    CATEGORY = "testing/tiny_models"
+
+    def make(self, width):
+        device = mm.get_torch_device()
+        return (comfy.model_patcher.ModelPatcher(_Identity(width), load_device=device, offload_device=device),)
+
+
 class TinyCogVideoXVAELoader:
     @classmethod
     def INPUT_TYPES(cls):
@@ -320,8 +404,9 @@ class TestConditioningInfo:
             described = {k: list(v.shape) if hasattr(v, "shape") else v for k, v in sorted(extras.items())}
             lines.append(json.dumps({"cond": list(cond.shape), "dtype": str(cond.dtype), **described}))
             tensors[f"{index}.cond"] = cond.float().contiguous()
-            if torch.is_tensor(extras.get("pooled_output")):
-                tensors[f"{index}.pooled_output"] = extras["pooled_output"].float().contiguous()
+            for key in ("pooled_output", "attention_mask"):
+                if torch.is_tensor(extras.get(key)):
+                    tensors[f"{index}.{key}"] = extras[key].float().contiguous()
         save_file(tensors, os.path.join(folder_paths.get_output_directory(), f"{filename_prefix}.safetensors"))
         return {"ui": {"text": lines}}
 
@@ -381,7 +466,9 @@ NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCL
                        "TestConditioningInfo": TestConditioningInfo, "TestLoadedModels": TestLoadedModels,
                        "TestSigmas": TestSigmas, "TestT5Encode": TestT5Encode, "TestSaveFeatures": TestSaveFeatures,
                        "TestFreeMemory": TestFreeMemory, "TestVLMInfo": TestVLMInfo,
-                       "TestThinkPartiallyLoaded": TestThinkPartiallyLoaded, "TestForceEOS": TestForceEOS}
+                       "TestThinkPartiallyLoaded": TestThinkPartiallyLoaded, "TestForceEOS": TestForceEOS,
+                       "TinyT5CLIPLoader": TinyT5CLIPLoader, "TestT5Tokens": TestT5Tokens,
+                       "TestIdentityAligner": TestIdentityAligner}
 if importlib.util.find_spec("comfy.ldm.cogvideo"):  # native CogVideoX: ComfyUI 0.21+
     NODE_CLASS_MAPPINGS.update(TinyCogVideoXCLIPLoader=TinyCogVideoXCLIPLoader, TinyCogVideoXVAELoader=TinyCogVideoXVAELoader)
 NODE_DISPLAY_NAME_MAPPINGS = {name: f"{name} (test)" for name in NODE_CLASS_MAPPINGS}
