@@ -57,6 +57,17 @@ NOTES: dict[str, dict[str, Any]] = {
         "outputs": {"positive": "CogVideoX conditioning for KSampler's positive input.",
                     "negative": "The negative prompt's conditioning, same shape."},
         "tips": ["Needs ComfyUI 0.21 or newer (native CogVideoX); on older ComfyUI use the wrapper-embeds node."]},
+    "ThinkDiffT5Conditioning": {
+        "outputs": {"conditioning": "The connected model's own CONDITIONING (the keys, pooled vector, mask and minimum "
+                                    "length its CLIPTextEncode gives), with the aligned answer tokens first in the T5 part."},
+        "tips": ["Supported: SD3 / SD3.5, Chroma, PixArt-Σ, LTX-Video v1, Mochi, CogVideoX. Flux has its own node; Wan "
+                 "(UMT5), Cosmos (old T5) and HiDream are refused with what to load instead.",
+                 "The released aligner was trained in Flan-T5-XXL space and used with T5-v1.1 models as the paper did for "
+                 "Flux; quality on these models is not measured yet."]},
+    "ThinkDiffCLIPT5Conditioning": {
+        "outputs": {"conditioning": "The connected model's own CONDITIONING with the aligned image tokens (65 per image) "
+                                    "first in the T5 part."},
+        "tips": ["Same models and rules as ThinkDiff → T5 Model Conditioning; connect the thinkdiff_clip aligner."]},
     "ThinkDiffCogVideoXWrapperEmbeds": {
         "outputs": {"positive": "Bare (1, 226, 4096) embeds for the wrapper's CogVideoSampler.",
                     "negative": "The negative embeds, same shape."},

@@ -153,6 +153,8 @@ INPUT_ORDER = {
     "ThinkDiffCLIPFluxConditioning": ["image_tokens", "aligner", "clip", "text", "guidance", "text_tokens"],
     "ThinkDiffCogVideoXConditioning": ["image_tokens", "aligner", "clip", "text", "negative_text", "total_tokens"],
     "ThinkDiffCogVideoXWrapperEmbeds": ["image_tokens", "aligner", "clip", "text", "negative_text", "total_tokens"],
+    "ThinkDiffT5Conditioning": ["features", "aligner", "clip", "text"],
+    "ThinkDiffCLIPT5Conditioning": ["image_tokens", "aligner", "clip", "text"],
 }
 
 
