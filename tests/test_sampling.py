@@ -12,7 +12,7 @@ from thinkdiff import sampling
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.sampling import BUCKETS, FiniteLogits, TopPSampler, draw, fixed_point_masses, logit_buckets, top_p_mask
 from thinkdiff.sampling_options import SamplingOptions
-from thinkdiff.vlm import QwenVLEncoder, VLMRequest
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest, final_norm
 
 VOCAB = 151936
 
@@ -219,7 +219,7 @@ def test_an_overflowing_vlm_gives_the_error_and_the_next_prompt_runs(tiny_vlm_fo
     encoder = QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=torch.float32)
     options, request = SamplingOptions(max_new_tokens=3, greedy=greedy), [VLMRequest("a red car")]
     (reference,) = encoder.encode(request, options)
-    norm = encoder.model.model.language_model.norm
+    norm = final_norm(encoder.model)
     saved = norm.weight.detach().clone()
     with torch.no_grad():
         norm.weight[0] = math.inf  # as an fp16 overflow leaves it

@@ -28,7 +28,7 @@ def _package(name: str, path: str) -> None:
 @functools.cache
 def pack() -> Any:
     """A namespace of the pack's modules: ``streaming``, ``comfy_models``, ``vlm_nodes``, ``vlm``, ``sampling_options``,
-    ``weight_formats``."""
+    ``weight_formats``, ``errors``."""
     if str(COMFYUI) not in sys.path:
         sys.path.insert(0, str(COMFYUI))
     import comfy.options
@@ -41,5 +41,5 @@ def pack() -> Any:
     _package(f"{PACKAGE}.nodes", str(REPO / "nodes"))  # without nodes/__init__: no registration, no other nodes
     names = {"streaming": "nodes.streaming", "comfy_models": "nodes.comfy_models", "vlm_nodes": "nodes.vlm_nodes",
              "vlm": "thinkdiff.vlm", "sampling_options": "thinkdiff.sampling_options",
-             "weight_formats": "thinkdiff.weight_formats"}
+             "weight_formats": "thinkdiff.weight_formats", "errors": "thinkdiff.errors"}
     return types.SimpleNamespace(**{key: importlib.import_module(f"{PACKAGE}.{name}") for key, name in names.items()})
