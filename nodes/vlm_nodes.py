@@ -12,9 +12,11 @@ from comfy_api.latest import io, ui
 
 from ..thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS, as_pil_list
 from ..thinkdiff.prompts import IMAGE_PLACEHOLDER
+from ..thinkdiff.qwen2_vl_sizes import Shapes
 from ..thinkdiff.sampling_options import PAPER_SAMPLING, SamplingOptions
-from ..thinkdiff.think_memory import Shapes, typical_think_bytes
+from ..thinkdiff.think_memory import think_bytes, typical_think_bytes
 from ..thinkdiff.vlm import QwenVLEncoder, VLMRequest
+from ..thinkdiff.vram_advice import QWEN2_VL_7B_GB as SIZE_GB
 from ..thinkdiff.weight_formats import WEIGHT_FORMATS, is_bitsandbytes
 from .comfy_models import check_fits, load_for_use, patcher_for, placement, placement_inputs, vlm_folder_path, vlm_folders
 from .streaming import load_buffers_whole, make_streamable
@@ -36,9 +38,10 @@ class ThinkDiffVLMLoader(io.ComfyNode):
                                        "(e.g. Qwen2-VL-7B-Instruct from https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct)."),
                 *placement_inputs("VLM"),
                 io.Combo.Input("weights", options=list(WEIGHT_FORMATS), default="default",
-                               tooltip="How the weights are stored (Qwen2-VL-7B sizes). default: as dtype (bf16 16.6 GB). "
-                                       "fp8_e4m3fn: 9.5 GB, no extra package, any GPU or the CPU. bnb_8bit (about 9.4 GB) "
-                                       "and bnb_nf4 (about 6.2 GB, for 8 GB cards): need `pip install bitsandbytes`. "
+                               tooltip=f"How the weights are stored (Qwen2-VL-7B sizes). default: as dtype (bf16 "
+                                       f"{SIZE_GB['default']} GB). fp8_e4m3fn: {SIZE_GB['fp8_e4m3fn']} GB, no extra "
+                                       f"package, any GPU or the CPU. bnb_8bit (about {SIZE_GB['bnb_8bit']} GB) and bnb_nf4 "
+                                       f"(about {SIZE_GB['bnb_nf4']} GB, for 8 GB cards): need `pip install bitsandbytes`. "
                                        "default and fp8 stream layers from CPU RAM when the GPU is too small."),
             ],
             outputs=[VLM.Output(display_name="vlm")],
@@ -74,7 +77,7 @@ def think_memory_required(encoder: QwenVLEncoder, inputs: dict[str, torch.Tensor
     batch, prompt = inputs["input_ids"].shape
     patches = inputs["pixel_values"].shape[0] if "pixel_values" in inputs else 0
     cast = max(p.numel() for p in encoder.parameters()) * dtype_bytes if _casts_weights(encoder) else 0
-    return Shapes.of(encoder.model.config).think_bytes(prompt, max_new_tokens, patches, batch, dtype_bytes) + cast
+    return think_bytes(Shapes.of(encoder.model.config), prompt, max_new_tokens, patches, batch, dtype_bytes) + cast
 
 
 class ThinkDiffVLMEncode(io.ComfyNode):

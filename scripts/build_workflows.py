@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.comfy_server import ComfyServer, prepare_base
 from tests.support.paths import REPO
 from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
+from thinkdiff.vram_advice import QWEN2_VL_7B_GB
 from thinkdiff.workflow_api import api_to_ui
 
 WORKFLOWS = REPO / "workflows"
@@ -55,8 +56,8 @@ SETUP_NOTE = """## ThinkDiff-LVLM setup
 The VLM's answer appears on the *ThinkDiff VLM Think* node while it generates.
 
 **GPU memory** (the VLM loader's *weights*; ComfyUI unloads the VLM before Flux loads): 24 GB cards: default (bf16,
-16.6 GB); 12-16 GB: fp8_e4m3fn (9.5 GB); 8 GB: bnb_nf4 (6.2 GB, `pip install bitsandbytes`). `python -m thinkdiff
-doctor` recommends one for your GPU."""
+{default} GB); 12-16 GB: fp8_e4m3fn ({fp8_e4m3fn} GB); 8 GB: bnb_nf4 ({bnb_nf4} GB, `pip install bitsandbytes`). `python -m
+thinkdiff doctor` recommends one for your GPU.""".format(**QWEN2_VL_7B_GB)
 CLIP_SETUP_NOTE = """## ThinkDiff-CLIP setup
 1. **Vision encoder** (BLIP-2's EVA ViT-g, ~2 GB) → `ComfyUI/models/thinkdiff/blip2_vision.safetensors`:
    download https://huggingface.co/Salesforce/blip2-flan-t5-xxl, then (in `ComfyUI/custom_nodes/ComfyUI-ThinkDiff`)

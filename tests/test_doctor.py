@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 
 from tests.support.paths import REPO
 from tests.support.tiny_models import make_aligner
-from thinkdiff import doctor, weight_formats
+from thinkdiff import doctor
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.model_setup import BY_NAME, CATALOGUE, missing_message
 from thinkdiff.safetensors_header import read_header
@@ -161,8 +162,7 @@ def test_the_doctor_reports_the_gpu_or_its_absence(tmp_path):
     assert "GPU: none visible to this Python" in out and "fp8_e4m3fn 9.5 GB" in out  # this machine has no GPU
 
 
-def test_the_advised_sizes_are_the_weight_formats_sizes():
-    """The doctor's table and the loader's tooltip quote the sizes the weight formats module documents."""
-    documented = weight_formats.__doc__
-    for weights in ("fp8_e4m3fn", "bnb_nf4"):
-        assert f"{QWEN2_VL_7B_GB[weights]} GB" in documented
+def test_the_readmes_format_table_quotes_the_computed_sizes():
+    """The README's table of weight formats gives the sizes the doctor and the loader compute (one source)."""
+    rows = re.findall(r"^\| `(\w+)`[^|]*\| ≈? ?([\d.]+) GB \|", (REPO / "README.md").read_text(), re.M)
+    assert {weights: float(size) for weights, size in rows} == QWEN2_VL_7B_GB

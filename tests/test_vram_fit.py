@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tests.support.comfy_pack import pack
-from thinkdiff.think_memory import QWEN2_VL_7B, typical_think_bytes
+from thinkdiff.qwen2_vl_sizes import QWEN2_VL_7B
+from thinkdiff.think_memory import typical_think_bytes
 from thinkdiff.vram_advice import QWEN2_VL_7B_GB
 
 pytestmark = pytest.mark.comfyui

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .vram_advice import QWEN2_VL_7B_GB
+
 ALIGNER_RELEASE_URL = "https://huggingface.co/Mifucius/ThinkDiff"
 CONVERT_COMMAND = "python -m thinkdiff convert-aligner"
 EXTRACT_COMMAND = "python -m thinkdiff extract-vision"
@@ -70,7 +72,7 @@ class ModelFile:
 
 CATALOGUE: tuple[ModelFile, ...] = (
     ModelFile("Qwen2-VL-7B-Instruct", "LLM", "Qwen2-VL-7B-Instruct, the VLM that thinks (whole Hugging Face folder)",
-              "16.6 GB (bf16)", "https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct", "Apache-2.0",
+              f"{QWEN2_VL_7B_GB['default']} GB (bf16)", "https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct", "Apache-2.0",
               "`huggingface-cli download Qwen/Qwen2-VL-7B-Instruct --local-dir ComfyUI/models/LLM/Qwen2-VL-7B-Instruct`",
               is_folder=True, fetch="folder"),
     ModelFile("thinkdiff_lvlm.safetensors", "thinkdiff", "ThinkDiff-LVLM aligner (3584 -> 4096 -> 4096)", "126 MB (fp32)",

@@ -1,18 +1,19 @@
 """Which weight format of Qwen2-VL-7B suits a GPU, for the doctor, the VLM loader's refusal and the docs.
 
-Sizes are those of ``thinkdiff.weight_formats`` (computed from Qwen2-VL-7B's shapes; the bitsandbytes ones include its
-scales). ComfyUI evicts the VLM before Flux loads, so the VLM alone must fit with its working memory
+Sizes are the bytes each format of ``thinkdiff.weight_formats`` stores, computed from Qwen2-VL-7B's shapes
+(``thinkdiff.qwen2_vl_sizes``; scales included). ComfyUI evicts the VLM before Flux loads, so the VLM alone must fit with its working memory
 (``thinkdiff.think_memory``), or stream. Every figure is in GB of 10**9 bytes. Importing this module does not import
 torch; only :func:`gpu_memory` does, when it is called.
 """
 
 from __future__ import annotations
 
-from .think_memory import QWEN2_VL_7B, typical_think_bytes
+from .qwen2_vl_sizes import QWEN2_VL_7B
+from .think_memory import typical_think_bytes
 
 GB = 10**9
-QWEN2_VL_7B_GB = {"default": 16.6, "fp8_e4m3fn": 9.5, "bnb_8bit": 9.4, "bnb_nf4": 6.2}  # weights only
 BY_FIDELITY = ("default", "fp8_e4m3fn", "bnb_8bit", "bnb_nf4")  # best first (measured: scripts/bench_weight_formats.py)
+QWEN2_VL_7B_GB = {weights: round(QWEN2_VL_7B.weight_bytes(weights) / GB, 1) for weights in BY_FIDELITY}  # bf16, weights only
 
 
 def gigabytes(size: float) -> str:

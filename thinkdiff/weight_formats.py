@@ -5,11 +5,11 @@
   as float8 e4m3fn, each layer computed in the working precision (``CastLinear``). Plain torch: any GPU, the CPU, no
   extra dependency. Embeddings and the vision tower stay in the working precision (the vision tower is small).
 - ``bnb_8bit`` / ``bnb_nf4``: bitsandbytes' LLM.int8 and 4-bit NormalFloat of every Linear but ``lm_head`` (the vision
-  tower's too, so that Qwen2-VL-7B fits in about 6.2 GB with NF4), through transformers' quantization config (optional
+  tower's too, so that Qwen2-VL-7B fits an 8 GB card with NF4), through transformers' quantization config (optional
   dependency).
 
-Sizes of Qwen2-VL-7B (8.29 B parameters), computed from its shapes: bf16 16.6 GB, fp8 9.5 GB, 8-bit about 9.4 GB and NF4
-about 6.2 GB (bitsandbytes adds its scales: 4 bytes per row for 8-bit, per 64 weights for NF4).
+What each format stores for Qwen2-VL-7B (8.29 B parameters) is computed from its shapes in ``thinkdiff.qwen2_vl_sizes``
+(scales included: 4 bytes per row for fp8 and 8-bit, per 64 weights for NF4).
 
 None of this imports ComfyUI: the nodes turn the layers into ComfyUI cast layers afterwards (nodes/comfy_models.py).
 """
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ThinkDiffError
+from .vram_advice import QWEN2_VL_7B_GB
 
 WeightFormat = Literal["default", "fp8_e4m3fn", "bnb_8bit", "bnb_nf4"]
 WEIGHT_FORMATS: tuple[WeightFormat, ...] = get_args(WeightFormat)
@@ -105,7 +106,7 @@ def bitsandbytes_config(weights: WeightFormat, compute_dtype: torch.dtype) -> An
     except ImportError as e:
         raise ThinkDiffError(f"weights {weights} need the optional package bitsandbytes, which is not installed: run "
                              f"`{BITSANDBYTES_INSTALL}` with ComfyUI's Python and restart, or pick fp8_e4m3fn (no extra "
-                             "package; about 9.5 GB for Qwen2-VL-7B).") from e
+                             f"package; about {QWEN2_VL_7B_GB['fp8_e4m3fn']} GB for Qwen2-VL-7B).") from e
     from transformers import BitsAndBytesConfig
 
     if weights == "bnb_nf4":

@@ -11,6 +11,7 @@ Flux/CogVideoX/CLIP/T5/VAE test weights come from comfy_weights.py (ComfyUI's ow
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from transformers import (
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import AlignerWeights, save_aligner_weights
 from thinkdiff.prompts import QWEN2_VL_CHAT_TEMPLATE
+from thinkdiff.qwen2_vl_sizes import QWEN2_VL, Shapes
 from thinkdiff.vision import save_vision_file
 
 from .paths import QWEN_TOKENIZER
@@ -38,21 +40,14 @@ except ImportError:
 
 QWEN_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
                 vision_end_token_id=151653, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
-TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]})
-TINY_VISION = dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2)
-# Real sizes of Qwen2-VL-2B / 7B (benchmarks pass fewer layers on the CPU).
+# The tiny test widths, and the real sizes of Qwen2-VL-2B / 7B from the library (benchmarks pass fewer layers).
+TINY = Shapes(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=151936, tied=True, vision_depth=2,
+              vision_width=32, vision_heads=2, vision_mlp_ratio=2, mrope_section=(2, 3, 3))
 WIDTHS = {
-    "tiny": (TINY_TEXT, TINY_VISION, True),
+    "tiny": TINY,
     # vLLM's CPU attention takes head sizes of 32 and up: 2 heads x 32 (1 KV head), mrope_section summing to 32 / 2.
-    "tiny-hd32": (dict(TINY_TEXT, num_attention_heads=2, num_key_value_heads=1, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}),
-                  TINY_VISION, True),
-    "2b": (dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-                rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
-           dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4), True),
-    "7b": (dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}),
-           dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4), False),
+    "tiny-hd32": dataclasses.replace(TINY, heads=2, kv_heads=1, mrope_section=(4, 6, 6)),
+    **QWEN2_VL,
 }
 # Qwen2-VL-7B-Instruct's generation_config.json: sampling values that must NOT leak into ThinkDiff's sampling.
 QWEN_GENERATION_CONFIG = {"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
@@ -60,17 +55,16 @@ QWEN_GENERATION_CONFIG = {"bos_token_id": 151643, "pad_token_id": 151643, "do_sa
                           "temperature": 0.01, "top_k": 1, "top_p": 0.001}
 
 
-def qwen2vl_config(width: str = "tiny", text_layers: int | None = None, vision_layers: int | None = None) -> Qwen2VLConfig:
-    text, vision, tied = WIDTHS[width]
-    text = dict(text, vocab_size=151936, max_position_embeddings=32768, tie_word_embeddings=tied)
+def qwen2vl_config(width: str | Shapes = "tiny", text_layers: int | None = None,
+                   vision_layers: int | None = None) -> Qwen2VLConfig:
+    shapes = WIDTHS[width] if isinstance(width, str) else width
     if text_layers is not None:
-        text["num_hidden_layers"] = text_layers
-    vision = dict(vision, hidden_size=text["hidden_size"], in_chans=3, patch_size=14, spatial_merge_size=2,
-                  temporal_patch_size=2)
+        shapes = dataclasses.replace(shapes, layers=text_layers)
     if vision_layers is not None:
-        vision["depth"] = vision_layers
+        shapes = dataclasses.replace(shapes, vision_depth=vision_layers)
+    text, vision = dict(shapes.text_config(), max_position_embeddings=32768), shapes.vision_config()
     if "text_config" in getattr(Qwen2VLConfig, "sub_configs", {}):
-        return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=tied, **QWEN_IDS)
+        return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=shapes.tied, **QWEN_IDS)
     return Qwen2VLConfig(**text, vision_config=vision, **QWEN_IDS)  # transformers < 4.53: text settings at the top level
 
 
@@ -85,7 +79,7 @@ def qwen2vl_processor(min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 128
         return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_VL_CHAT_TEMPLATE)
 
 
-def make_qwen2vl(folder: Path, width: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
+def make_qwen2vl(folder: Path, width: str | Shapes = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
                  text_layers: int | None = None, vision_layers: int | None = None) -> Path:
     """Save a random Qwen2-VL as a Hugging Face folder (weights, config, processor, generation config)."""
     torch.manual_seed(seed)
