@@ -15,7 +15,7 @@ from ..thinkdiff.prompts import IMAGE_PLACEHOLDER
 from ..thinkdiff.qwen2_vl_sizes import Shapes
 from ..thinkdiff.sampling_options import PAPER_SAMPLING, SamplingOptions
 from ..thinkdiff.think_memory import think_bytes, typical_think_bytes
-from ..thinkdiff.vlm import QwenVLEncoder, VLMRequest
+from ..thinkdiff.vlm import QwenVLEncoder, TokenCallback, VLMOutput, VLMRequest
 from ..thinkdiff.vram_advice import QWEN2_VL_7B_GB as SIZE_GB
 from ..thinkdiff.weight_formats import WEIGHT_FORMATS, is_bitsandbytes
 from .comfy_models import check_fits, load_for_use, patcher_for, placement, placement_inputs, vlm_folder_path, vlm_folders
@@ -137,21 +137,34 @@ class ThinkDiffVLMEncode(io.ComfyNode):
         sampling = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                    greedy=greedy, stop_at_eos=stop_at_eos, seed=seed)
         request = VLMRequest(prompt, as_pil_list(images), picture_labels)
-        encoder: QwenVLEncoder = vlm.model
-        inputs = encoder.prepare([request], min_pixels, max_pixels, max_new_tokens)  # validates before any GPU work
-        memory = think_memory_required(encoder, inputs, max_new_tokens)
-        encoder = load_for_use(vlm, streamable=not is_bitsandbytes(encoder.weights), memory_required=memory)
-        inputs = {k: v.to(vlm.load_device) for k, v in inputs.items()}
         node_id = cls.hidden.unique_id
         progress = comfy.utils.ProgressBar(max_new_tokens, node_id=node_id)
 
         def on_token(step: int, total: int, ids: torch.Tensor) -> None:
-            mm.throw_exception_if_processing_interrupted()
             progress.update_absolute(step, total)
-            _show_text(encoder.decode(ids[0]), node_id)
+            _show_text(vlm.model.decode(ids[0]), node_id)
 
-        answer = encoder.generate(inputs, sampling, on_token)[0]
+        answer = think(vlm, request, sampling, min_pixels, max_pixels, on_token)
         return io.NodeOutput(answer, answer.text, ui=ui.PreviewText(answer.text))
+
+
+def think(vlm: ModelPatcher, request: VLMRequest, sampling: SamplingOptions, min_pixels: int, max_pixels: int,
+          on_token: TokenCallback | None = None) -> VLMOutput:
+    """The Think node's work: the request prepared (and validated) on the CPU, the VLM loaded through ComfyUI's memory
+    manager with the think's working memory reserved, then the answer; Cancel is checked after every token, before
+    ``on_token``."""
+    encoder: QwenVLEncoder = vlm.model
+    inputs = encoder.prepare([request], min_pixels, max_pixels, sampling.max_new_tokens)
+    memory = think_memory_required(encoder, inputs, sampling.max_new_tokens)
+    encoder = load_for_use(vlm, streamable=not is_bitsandbytes(encoder.weights), memory_required=memory)
+    inputs = {k: v.to(vlm.load_device) for k, v in inputs.items()}
+
+    def checked(step: int, total: int, ids: torch.Tensor) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        if on_token is not None:
+            on_token(step, total, ids)
+
+    return encoder.generate(inputs, sampling, checked)[0]
 
 
 def _show_text(text: str, node_id: str | None) -> None:

@@ -28,7 +28,12 @@ def _package(name: str, path: str) -> None:
 @functools.cache
 def pack() -> Any:
     """A namespace of the pack's modules: ``streaming``, ``comfy_models``, ``vlm_nodes``, ``vlm``, ``sampling_options``,
-    ``weight_formats``, ``errors``."""
+    ``weight_formats``, ``errors``; ComfyUI on the CPU."""
+    return mount(cpu=True)
+
+
+def mount(cpu: bool) -> Any:
+    """:func:`pack`'s namespace, with ComfyUI on the CPU or on its default device (once per process)."""
     if str(COMFYUI) not in sys.path:
         sys.path.insert(0, str(COMFYUI))
     import comfy.options
@@ -36,7 +41,7 @@ def pack() -> Any:
     comfy.options.enable_args_parsing(False)
     from comfy.cli_args import args
 
-    args.cpu = True
+    args.cpu = cpu
     _package(PACKAGE, str(REPO))
     _package(f"{PACKAGE}.nodes", str(REPO / "nodes"))  # without nodes/__init__: no registration, no other nodes
     names = {"streaming": "nodes.streaming", "comfy_models": "nodes.comfy_models", "vlm_nodes": "nodes.vlm_nodes",

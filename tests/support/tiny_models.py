@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,6 +44,8 @@ QWEN_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token
 # The tiny test widths, and the real sizes of Qwen2-VL-2B / 7B from the library (benchmarks pass fewer layers).
 TINY = Shapes(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=151936, tied=True, vision_depth=2,
               vision_width=32, vision_heads=2, vision_mlp_ratio=2, mrope_section=(2, 3, 3))
+# bitsandbytes' 4-bit layers run on the CPU only from 64 inputs (its block size): the tiny model, 64 wide throughout
+TINY_64 = dataclasses.replace(TINY, vision_width=64)
 WIDTHS = {
     "tiny": TINY,
     # vLLM's CPU attention takes head sizes of 32 and up: 2 heads x 32 (1 KV head), mrope_section summing to 32 / 2.
@@ -80,10 +83,17 @@ def qwen2vl_processor(min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 128
 
 
 def make_qwen2vl(folder: Path, width: str | Shapes = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
-                 text_layers: int | None = None, vision_layers: int | None = None) -> Path:
-    """Save a random Qwen2-VL as a Hugging Face folder (weights, config, processor, generation config)."""
+                 text_layers: int | None = None, vision_layers: int | None = None,
+                 init: Callable[[torch.nn.Module], object] | None = None, device: str = "cpu") -> Path:
+    """Save a random Qwen2-VL as a Hugging Face folder (weights, config, processor, generation config); ``init``
+    may overwrite the freshly initialised weights first (e.g. ``trained_like.make_trained_like``). ``device`` is where
+    the weights are drawn (a GPU draws a real-size model in seconds)."""
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(qwen2vl_config(width, text_layers, vision_layers)).to(dtype).eval()
+    with torch.device(device):
+        model = Qwen2VLForConditionalGeneration(qwen2vl_config(width, text_layers, vision_layers))
+    if init is not None:
+        init(model)
+    model = model.to(dtype).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
     qwen2vl_processor().save_pretrained(str(folder))
