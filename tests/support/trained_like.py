@@ -25,10 +25,11 @@ def _outliers(size: int, generator: torch.Generator, low: float, high: float) ->
 
 
 def trained_like_matrix(rows: int, columns: int, generator: torch.Generator) -> torch.Tensor:
-    """σ drawn from [0.01, 0.03], a few rows ×2–4 and a few columns ×8–20 (outlier input channels)."""
+    """A few rows ×2–4 and a few columns ×8–20 (outlier input channels), the whole with a σ drawn from [0.01, 0.03]."""
     sigma = torch.empty(()).uniform_(0.01, 0.03, generator=generator)
-    weight = torch.randn(rows, columns, generator=generator) * sigma
-    return weight * _outliers(rows, generator, 2, 4)[:, None] * _outliers(columns, generator, 8, 20)[None, :]
+    weight = torch.randn(rows, columns, generator=generator)
+    weight = weight * _outliers(rows, generator, 2, 4)[:, None] * _outliers(columns, generator, 8, 20)[None, :]
+    return weight / weight.std() * sigma
 
 
 @torch.no_grad()
