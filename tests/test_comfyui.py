@@ -22,10 +22,11 @@ from tests.support.tiny_comfy import (
     TINY_VISION,
     TINY_VLM,
     WORKFLOWS,
+    at_cpu_size,
     is_video,
     of_type,
-    shrink_video,
     tiny_api_graph,
+    value,
 )
 from tests.support.tiny_diffusers import tiny_cogvideox_frames
 from tests.support.tiny_models import make_aligner
@@ -115,11 +116,6 @@ def needs_missing_feature(workflow: Path, object_info: dict) -> str:
     return ""
 
 
-def value(graph: dict, reference) -> object:
-    """An input's value, following a link to a primitive node (the workflows' width/height Int nodes)."""
-    return graph[reference[0]]["inputs"]["value"] if isinstance(reference, list) else reference
-
-
 def ancestors(graph: dict, *node_ids: str) -> dict:
     """The part of ``graph`` the given nodes depend on (themselves included)."""
     keep, todo = set(), list(node_ids)
@@ -179,31 +175,35 @@ def test_workflow_templates_are_served(comfy):
     assert sorted(templates[PACK_NAME]) == sorted(p.stem for p in shipped_workflows())
 
 
+SEEDS = {"KSampler": "seed", "RandomNoise": "noise_seed"}  # where a workflow's sampling seed is
+
+
 @pytest.mark.parametrize("workflow", shipped_workflows(), ids=lambda p: p.stem)
 def test_shipped_workflow_runs(comfy, object_info, workflow):
+    """Every shipped workflow, its model loaders swapped for tiny models, at a CPU size (64 px, 9 frames, 2 steps): an
+    image of the latent's size, or a video of the frames the latent holds (decoded by the model's own tiny VAE)."""
     missing = needs_missing_feature(workflow, object_info)
     if missing:
         pytest.skip(missing)
-    graph = tiny_api_graph(workflow, object_info)
-    video = is_video(graph)
-    result = comfy.run(shrink_video(graph) if video else graph)
+    graph = at_cpu_size(tiny_api_graph(workflow, object_info))
+    result = comfy.run(graph)
     assert result.ok, result.error
     (output,) = result.images()
-    if video:  # 9 frames decoded by ComfyUI's own (tiny) CogVideoX VAE, written as an animated WebP
+    if is_video(graph):  # 9 frames (CogVideoX: 4x temporal, LTX-Video: 8x; both 1 + k frames) written as an animated WebP
         animation = Image.open(output)
         assert (animation.n_frames, animation.size) == (9, (64, 64))
     else:
         latent = graph[of_type(graph, "EmptySD3LatentImage")]["inputs"]
-        assert Image.open(output).size == (value(graph, latent["width"]), value(graph, latent["height"]))
+        assert Image.open(output).size == (value(graph, latent["width"]), value(graph, latent["height"])) == (64, 64)
     vlm_id = next((k for k, n in graph.items() if n["class_type"] == "ThinkDiffVLMEncode"), None)
     if vlm_id:  # the VLM's thought is shown, and a new sampler seed reuses it instead of thinking again
         (text,) = result.texts(vlm_id)
         assert text.strip()
-        sampler_id = of_type(graph, "KSampler")
-        graph[sampler_id]["inputs"]["seed"] += 1
+        (seed_id,) = [k for k, n in graph.items() if n["class_type"] in SEEDS]
+        graph[seed_id]["inputs"][SEEDS[graph[seed_id]["class_type"]]] += 1
         again = comfy.run(graph)
         assert again.ok, again.error
-        assert vlm_id in again.cached_nodes and sampler_id not in again.cached_nodes
+        assert vlm_id in again.cached_nodes and seed_id not in again.cached_nodes
 
 
 def sampled_sigmas(comfy, graph: dict, model: list, scheduler: str, steps: int, denoise: float = 1.0) -> list[float]:

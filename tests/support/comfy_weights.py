@@ -1,4 +1,5 @@
-"""Random tiny Flux / CogVideoX / CLIP-L / T5 / VAE weights built from ComfyUI's own classes (run with ComfyUI importable).
+"""Random tiny Flux / Chroma / SD3 / LTX-Video / CogVideoX / CLIP-L / T5 / VAE weights built from ComfyUI's own classes
+(run with ComfyUI importable).
 
     python -m tests.support.comfy_weights --models BASE/models
 
@@ -9,6 +10,11 @@ Files (20 MB): diffusion_models/flux1-tiny-random.safetensors, text_encoders/{cl
 vae_approx/taef1_{encoder,decoder}.safetensors (VAELoader "taef1"); with a ComfyUI that has native CogVideoX (0.21+)
 also diffusion_models/cogvideox-tiny-random.safetensors (native keys: the stock UNETLoader detects it as CogVideoX_T2V)
 and vae/cogvideox_vae-tiny-random.safetensors (ComfyUI's CogVideoX VAE class, 8 channels wide; config in its metadata).
+Checkpoints that the stock CheckpointLoaderSimple loads as they are: checkpoints/sd3.5-tiny-random.safetensors (an MMDiT
+that ComfyUI sizes from its weights, with a 16-channel TAESD as its VAE) and checkpoints/ltxv-tiny-random.safetensors
+(ComfyUI reads the sizes of LTX-Video's transformer and VAE from the file's ``config`` metadata, as for the real ones).
+diffusion_models/chroma-tiny-random.safetensors is a tiny Chroma (ComfyUI's detection fixes Chroma's sizes, so it loads
+through the Flux-family test loader, like the tiny Flux).
 """
 
 from __future__ import annotations
@@ -35,7 +41,26 @@ TINY_FLUX = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim
 TINY_COGVIDEOX = dict(num_attention_heads=1, attention_head_dim=64, in_channels=16, out_channels=16, time_embed_dim=32,
                       text_embed_dim=TINY_T5["d_model"], num_layers=1, use_rotary_positional_embeddings=True)
 TINY_COGVIDEOX_VAE = dict(block_out_channels=[8, 8, 8, 8], layers_per_block=1, groups=2)  # 8x spatial, 4x temporal
+# Chroma: Flux's blocks without modulation layers, fed by a small "distilled guidance" MLP (its 64-wide input is fixed).
+TINY_CHROMA = dict({k: v for k, v in TINY_FLUX.items() if k not in ("vec_in_dim", "guidance_embed")}, image_model="chroma",
+                   in_channels=64, out_channels=64, in_dim=64, out_dim=64, hidden_dim=32, n_layers=1)
+# SD3's MMDiT: ComfyUI reads every size from the weights (64 wide per block: 1 block of 1 head); the pooled vector of a
+# T5-only SD3 CLIP is 2048 zeros (CLIP-L + CLIP-G); positions for up to 64 x 64 patches (1024 px).
+TINY_MMDIT = dict(in_channels=16, out_channels=16, patch_size=2, depth=1, adm_in_channels=2048, pos_embed_max_size=64,
+                  num_patches=64 * 64, qk_norm="rms", input_size=None, pos_embed_scaling_factor=None,
+                  x_block_self_attn_layers=[], context_embedder_config={
+                      "target": "torch.nn.Linear", "params": {"in_features": TINY_T5["d_model"], "out_features": 64}})
+# LTX-Video v1: 2 heads of 32, 1 block; 128 latent channels (fixed by ComfyUI's LTX-Video VAE), 32x spatial (4 from the
+# patch, 2 per compress_all), 8x temporal. ComfyUI finds the VAE by a res_x block first in its decoder.
+TINY_LTXV = dict(num_attention_heads=2, attention_head_dim=32, cross_attention_dim=64, caption_channels=TINY_T5["d_model"],
+                 num_layers=1)
+TINY_LTXV_VAE = dict(dims=3, in_channels=3, out_channels=3, latent_channels=128, patch_size=4, norm_layer="pixel_norm",
+                     latent_log_var="uniform", causal_decoder=False, encoder_base_channels=8, decoder_base_channels=8,
+                     blocks=[["compress_all", 1], ["compress_all", 1], ["compress_all", 1], ["res_x", 1]])
 FILES = {"flux": "diffusion_models/flux1-tiny-random.safetensors",
+         "chroma": "diffusion_models/chroma-tiny-random.safetensors",
+         "sd3": "checkpoints/sd3.5-tiny-random.safetensors",
+         "ltxv": "checkpoints/ltxv-tiny-random.safetensors",
          "clip_l": "text_encoders/clip_l-tiny-random.safetensors",
          "t5xxl": "text_encoders/t5xxl-tiny-random.safetensors",
          "cogvideox": "diffusion_models/cogvideox-tiny-random.safetensors",
@@ -44,6 +69,16 @@ FILES = {"flux": "diffusion_models/flux1-tiny-random.safetensors",
 
 def _shapes(module: torch.nn.Module) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in module.state_dict().items()}
+
+
+def _prefixed(prefix: str, shapes: dict[str, torch.Size]) -> dict[str, torch.Size]:
+    return {prefix + key: shape for key, shape in shapes.items()}
+
+
+def _with_fields(config: dict, params: type, **extra) -> dict:
+    """``config`` and those of ``extra`` that this ComfyUI's ``params`` dataclass has (fields added since 0.3.75)."""
+    fields = {f.name for f in dataclasses.fields(params)}
+    return {**config, **{k: v for k, v in extra.items() if k in fields}}
 
 
 def _random(shapes: dict[str, torch.Size], seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
@@ -74,14 +109,19 @@ def write_all(models: Path) -> list[Path]:
     args.cpu = True
     import comfy.ops
     from comfy.clip_model import CLIPTextModel
+    from comfy.ldm.chroma.model import Chroma, ChromaParams
     from comfy.ldm.flux.model import Flux, FluxParams
-    from comfy.taesd.taesd import Decoder, Encoder
+    from comfy.ldm.lightricks.model import LTXVModel
+    from comfy.ldm.lightricks.vae.causal_video_autoencoder import VideoVAE
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+    from comfy.taesd.taesd import TAESD, Decoder, Encoder
     from comfy.text_encoders.t5 import T5
 
     ops = comfy.ops.disable_weight_init
-    flux_config = dict(TINY_FLUX)
-    if "txt_ids_dims" in {f.name for f in dataclasses.fields(FluxParams)}:  # ComfyUI >= 0.2x: which text-id axes carry positions
-        flux_config["txt_ids_dims"] = []
+    # ComfyUI >= 0.2x: which text-id axes carry positions; Chroma's (absent) pooled-vector input
+    flux_config = _with_fields(TINY_FLUX, FluxParams, txt_ids_dims=[])
+    chroma_config = _with_fields(TINY_CHROMA, ChromaParams, txt_ids_dims=[], vec_in_dim=None)
+    ltxv_config = {"transformer": TINY_LTXV, "vae": TINY_LTXV_VAE}
     comfy_dir = Path(comfy.ops.__file__).parent
     clip_cfg = {**json.loads((comfy_dir / "sd1_clip_config.json").read_text()), **TINY_CLIP}
     t5_cfg = {**json.loads((comfy_dir / "text_encoders" / "t5_config_xxl.json").read_text()), **TINY_T5}
@@ -99,7 +139,14 @@ def write_all(models: Path) -> list[Path]:
 
             shapes["cogvideox"] = _shapes(CogVideoXTransformer3DModel(**TINY_COGVIDEOX, operations=ops))
             shapes["cogvideox_vae"] = _shapes(AutoencoderKLCogVideoX(latent_channels=16, **TINY_COGVIDEOX_VAE))
+        shapes["chroma"] = _shapes(Chroma(operations=ops, dtype=torch.float32, device="meta", **chroma_config))
+        shapes["sd3"] = {**_prefixed("model.diffusion_model.", _shapes(MMDiT(operations=ops, device="meta", **TINY_MMDIT))),
+                         **_prefixed("first_stage_model.", _shapes(TAESD(latent_channels=16)))}
+        shapes["ltxv"] = {**_prefixed("model.diffusion_model.", _shapes(LTXVModel(operations=ops, device="meta", **TINY_LTXV))),
+                          **_prefixed("vae.", _shapes(VideoVAE(config=TINY_LTXV_VAE)))}
     metadata = {"flux": {"tiny_flux_config": json.dumps(flux_config)},
+                "chroma": {"tiny_flux_config": json.dumps(chroma_config)},
+                "ltxv": {"config": json.dumps(ltxv_config)},
                 "clip_l": {"tiny_clip_l_config": json.dumps(TINY_CLIP)},
                 "t5xxl": {"tiny_t5xxl_config": json.dumps(TINY_T5)},
                 "cogvideox_vae": {"tiny_cogvideox_vae_config": json.dumps(TINY_COGVIDEOX_VAE)}}
