@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import shutil
 from collections import defaultdict
@@ -41,6 +42,11 @@ def offline_message(tasks: list[Task], reason: str) -> str:
                               "(docs/models.md)."])
 
 
+def uses(workflow: Path) -> set[str]:
+    """The model files a workflow loads."""
+    return {req.model.name for req in doctor.workflow_requirements(json.loads(workflow.read_text()))}
+
+
 def selected_models(args: argparse.Namespace, comfyui: Path) -> tuple[list[ModelFile], list[Path]]:
     """The catalogue entries the selection needs (``--model`` names, or every model of the chosen workflows)."""
     if args.model:
@@ -53,7 +59,7 @@ def selected_models(args: argparse.Namespace, comfyui: Path) -> tuple[list[Model
         workflows = [doctor.pick_workflow(name, shipped) for name in args.workflow]
     elif args.variant:
         workflows = [path for stem, path in shipped.items() if stem.startswith(VARIANTS[args.variant])
-                     and (args.variant == "all" or VARIANT_MODEL in path.read_text())]
+                     and (args.variant == "all" or VARIANT_MODEL in uses(path))]
     else:
         raise ThinkDiffError("say what to fetch: --variant lvlm|clip|all, --workflow NAME or --model NAME")
     models: dict[tuple[str, str], ModelFile] = {}

@@ -24,6 +24,7 @@ from tests.support.tiny_comfy import (
     WORKFLOWS,
     at_cpu_size,
     is_video,
+    node_types,
     of_type,
     tiny_api_graph,
     value,
@@ -216,14 +217,16 @@ def sampled_sigmas(comfy, graph: dict, model: list, scheduler: str, steps: int, 
     return json.loads(result.texts("901")[0])
 
 
-FLUX_WORKFLOWS = [w for w in shipped_workflows() if "EmptySD3LatentImage" in w.read_text()]
+FLUX_WORKFLOWS = [w for w in shipped_workflows() if "ModelSamplingFlux" in node_types(w)]  # Flux.1-dev and Chroma
 
 
 @pytest.mark.parametrize("workflow", FLUX_WORKFLOWS, ids=lambda p: p.stem)
 def test_flux_workflows_sample_diffusers_flux_schedule(comfy, object_info, workflow):
-    """diffusers' FluxPipeline: FlowMatchEuler sigmas linspace(1, 1/28, 28) shifted by mu = calculate_shift((H/16)(W/16)).
-    ComfyUI tabulates the schedule at 10,000 points, so its sigmas differ from the exact ones by at most ~3e-4; without
-    ModelSamplingFlux (a fixed shift of 1.15) a 512x512 schedule differs by up to 0.13."""
+    """diffusers' FluxPipeline and ChromaPipeline: FlowMatchEuler sigmas linspace(1, 1/N, N) shifted by
+    mu = calculate_shift((H/16)(W/16)) (Chroma: with Flux's constants, as its pipeline's defaults and Flux.1-dev's scheduler
+    config; Chroma1-HD's own scheduler_config.json could not be read here). ComfyUI tabulates the schedule at 10,000
+    points, so its sigmas differ from the exact ones by at most ~3e-4; without ModelSamplingFlux (a fixed shift of 1.15)
+    a 512x512 schedule differs by up to 0.13."""
     graph = tiny_api_graph(workflow, object_info)
     sampler = graph[of_type(graph, "KSampler")]["inputs"]
     latent = graph[of_type(graph, "EmptySD3LatentImage")]["inputs"]
@@ -291,13 +294,14 @@ def diffusers_cogvideox_sigmas(steps: int) -> np.ndarray:
     return np.append(((1 - alpha_bar) / alpha_bar).sqrt().numpy(), 0.0)
 
 
-def test_cogvideox_workflow_samples_diffusers_trailing_schedule(comfy, object_info):
+@pytest.mark.parametrize("workflow", [w for w in shipped_workflows() if "VOIDSampler" in node_types(w)], ids=lambda p: p.stem)
+def test_cogvideox_workflow_samples_diffusers_trailing_schedule(comfy, object_info, workflow):
     """50 steps on the shipped workflow's model and scheduler equal diffusers' trailing timesteps. diffusers' first sigma is
     infinite (alpha_bar = 0 at t = 999); ComfyUI clamps that one alpha_bar to 4.9e-8, sigma 4518.8."""
-    missing = needs_missing_feature(WORKFLOWS / "thinkdiff_clip_cogvideox.json", object_info)
+    missing = needs_missing_feature(workflow, object_info)
     if missing:
         pytest.skip(missing)
-    graph = tiny_api_graph(WORKFLOWS / "thinkdiff_clip_cogvideox.json", object_info)
+    graph = tiny_api_graph(workflow, object_info)
     scheduler = graph[of_type(graph, "BasicScheduler")]["inputs"]
     assert (scheduler["scheduler"], scheduler["steps"], scheduler["denoise"]) == ("simple", 50, 1.0)
     sigmas = sampled_sigmas(comfy, graph, scheduler["model"], scheduler["scheduler"], scheduler["steps"])

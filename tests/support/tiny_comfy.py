@@ -86,6 +86,11 @@ def tiny_api_graph(workflow: Path, object_info: dict[str, Any]) -> dict[str, Any
     return swap_to_tiny(ui_to_api(json.loads(workflow.read_text()), object_info))
 
 
+def node_types(workflow: Path) -> set[str]:
+    """The node types of a UI-format workflow file."""
+    return {node["type"] for node in json.loads(workflow.read_text())["nodes"]}
+
+
 def of_type(graph: dict[str, Any], class_type: str) -> str:
     """The id of the one node of ``class_type`` in an API graph."""
     (node_id,) = [k for k, n in graph.items() if n["class_type"] == class_type]
