@@ -138,11 +138,12 @@ FLUX_CLIP = ("TinyFluxDualCLIPLoader", {"clip_name1": "clip_l-tiny-random.safete
     (FLUX_CLIP, "it is Flux's text encoder (CLIP-L + T5): use 'ThinkDiff → Flux Conditioning'"),
     (("TinyT5CLIPLoader", {"clip_name": T5_FILE, "type": "wan"}), "it is Wan's UMT5-XXL"),
     (("TinyT5CLIPLoader", {"clip_name": T5_FILE, "type": "cosmos"}), "it is Cosmos's original T5 (not v1.1, 1024 wide)"),
-], ids=["flux", "wan", "cosmos"])
+    (("TinyT5CLIPLoader", {"clip_name": T5_FILE, "type": "hidream"}),
+     "it is HiDream's, which also reads a Llama-3.1 stream that ThinkDiff cannot supply"),
+], ids=["flux", "wan", "cosmos", "hidream"])
 @pytest.mark.parametrize("node", NODES)
 def test_a_wrong_text_encoder_fails_on_the_node_naming_the_fix(comfy, object_info, loader, fix, node):
-    """(HiDream's CLIP cannot be built from a tiny T5: its loader tells T5 from Llama by T5-XXL's 24th block. Its
-    refusal is tested in tests/test_t5_families.py.)"""
+    """HiDream's CLIP here is CLIPLoader's (type hidream) with its T5 alone, without the Llama it also needs: refused too."""
     graph = Graph()
     chroma = graph.add("TinyT5CLIPLoader", clip_name=T5_FILE, type="chroma")
     wrong = graph.add(loader[0], **loader[1])

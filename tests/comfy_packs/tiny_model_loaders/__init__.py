@@ -12,6 +12,7 @@ in the safetensors metadata by ``tests/support/comfy_weights.py`` and otherwise 
 their model loaders swapped for these.
 """
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -114,13 +115,35 @@ class TinyCogVideoXCLIPLoader:
                               parameters=comfy.utils.calculate_parameters(sd), state_dict=[sd], model_options=options),)
 
 
+HIDREAM_T5_MARKER = "encoder.block.23.layer.1.DenseReluDense.wi_1.weight"
 T5_CLIP_TYPES = ("sd3", "chroma", "pixart", "ltxv", "mochi", "cogvideox", "wan", "hidream", "cosmos")
+
+
+def _llama_tokenizer_stand_in(*args, tokenizer_data={}, min_length=256, pad_token=128258, **kwargs):  # noqa: B006 (as ComfyUI's)
+    """Llama-3's tokenizer as HiDream's CLIP builds it, from the Qwen2.5 BPE files of the same ComfyUI tree (read as
+    ComfyUI's Qwen-Image reads them): the vendored 0.33 tree lacks llama_tokenizer/tokenizer.json, and no Llama text is
+    encoded here."""
+    import comfy.sd1_clip
+    from transformers import Qwen2Tokenizer
+
+    qwen = os.path.join(os.path.dirname(comfy.sd.__file__), "text_encoders", "qwen25_tokenizer")
+    return comfy.sd1_clip.SDTokenizer(qwen, pad_with_end=False, embedding_size=4096, embedding_key="llama",
+                                      tokenizer_class=Qwen2Tokenizer, has_start_token=False,
+                                      has_end_token=False, max_length=99999999, pad_token=pad_token, min_length=min_length,
+                                      tokenizer_data=tokenizer_data)
+
+
+def _without_llama_tokenizer() -> bool:
+    return not os.path.isfile(os.path.join(os.path.dirname(comfy.sd.__file__), "text_encoders", "llama_tokenizer",
+                                           "tokenizer.json"))
 
 
 class TinyT5CLIPLoader:
     """CLIPLoader's own path (comfy.sd.load_text_encoder_state_dicts) for a tiny T5 of any T5 CLIP type: the detection
     that reads T5-XXL by its 24th block is told what the file stands for (Cosmos: the old T5); Wan's tokenizer, stored in
-    its weights file, is stood in for by a SentencePiece model from the ComfyUI tree (and its vocabulary by T5's)."""
+    its weights file, is stood in for by a SentencePiece model from the ComfyUI tree (and its vocabulary by T5's);
+    HiDream's encoder, which routes a state dict to its T5 by T5-XXL's 24th block, gets that block's key as a marker
+    (an unexpected key, left unused), and its Llama tokenizer, where the tree lacks it, is the tree's Qwen2.5 tokenizer."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -138,9 +161,13 @@ class TinyT5CLIPLoader:
             spiece = os.path.join(os.path.dirname(comfy.sd.__file__), "text_encoders", "t5_pile_tokenizer", "tokenizer.model")
             with open(spiece, "rb") as f:
                 sd["spiece_model"] = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+        if type == "hidream":
+            sd[HIDREAM_T5_MARKER] = torch.zeros(1)
         tiny = {**json.loads(_metadata(path)["tiny_t5xxl_config"]), "vocab_size": sd["shared.weight"].shape[0]}  # UMT5's is 256k
         detected = comfy.sd.TEModel.T5_XXL_OLD if type == "cosmos" else comfy.sd.TEModel.T5_XXL
-        with mock.patch.object(comfy.sd, "detect_te_model", return_value=detected):
+        llama = (mock.patch("comfy.text_encoders.hunyuan_video.LLAMA3Tokenizer", _llama_tokenizer_stand_in)
+                 if type == "hidream" and _without_llama_tokenizer() else contextlib.nullcontext())
+        with mock.patch.object(comfy.sd, "detect_te_model", return_value=detected), llama:
             clip = comfy.sd.load_text_encoder_state_dicts(
                 [sd], embedding_directory=folder_paths.get_folder_paths("embeddings"),
                 clip_type=getattr(comfy.sd.CLIPType, type.upper()),
