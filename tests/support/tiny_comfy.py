@@ -31,7 +31,7 @@ def _unet(inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     name = inputs["unet_name"].lower()
     if "cogvideox" in name:
         return "UNETLoader", {**inputs, "unet_name": _tiny("cogvideox")}
-    return "TinyFluxUNETLoader", {"unet_name": _tiny("chroma" if "chroma" in name else "flux")}
+    return "TinyUNETLoader", {"unet_name": _tiny("chroma" if "chroma" in name else "flux")}
 
 
 TINY_LOADERS = {
