@@ -76,7 +76,8 @@ class Model:
 
     ``loader`` (node 21) gives MODEL, and VAE at output 2 when ``vae`` is None (a checkpoint); ``text_encoder`` is node 7;
     ``negative`` is the negative prompt (CLIPTextEncode; None: ConditioningZeroOut, for Flux at CFG 1); ``sampling`` holds
-    the tail's settings (``image_tail`` / ``video_tail``); ``links`` are the loaders' download links.
+    the tail's settings (``image_tail`` / ``video_tail``); ``links`` are the loaders' download links; ``paper`` the
+    ThinkDiff variants the paper sampled this model with.
     """
 
     title: str
@@ -87,6 +88,7 @@ class Model:
     sampling: dict
     links: dict[str, list]
     setup: str  # the note's step 3: the files and how the workflow samples
+    paper: tuple[str, ...] = ()
 
 
 def node(class_type: str, **inputs) -> dict:
@@ -102,7 +104,10 @@ FLUX = Model(
     {"UNETLoader": [{"name": "flux1-dev.safetensors", "directory": "diffusion_models",
                      "url": "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors"}],
      "DualCLIPLoader": [CLIP_L, T5XXL], "VAELoader": [FLUX_AE]},
-    "3. **Flux.1-dev**: flux1-dev.safetensors (diffusion_models), clip_l + t5xxl_fp16 (text_encoders), ae.safetensors (vae).")
+    "3. **Flux.1-dev**: flux1-dev.safetensors (diffusion_models), clip_l + t5xxl_fp16 (text_encoders), ae.safetensors (vae)."
+    "\n\nSampled as in the paper: 28 Euler steps, guidance 3.5, CFG 1, and diffusers' resolution-dependent shift "
+    "(ModelSamplingFlux: change the size only on the *width* / *height* nodes, which feed both it and the latent).",
+    paper=("lvlm", "clip"))
 CHROMA = Model(
     "Chroma1-HD", node("UNETLoader", unet_name="Chroma1-HD.safetensors", weight_dtype="default"),
     node("VAELoader", vae_name="ae.safetensors"),
@@ -143,7 +148,7 @@ COGVIDEOX = Model(
     "(https://huggingface.co/THUDM/CogVideoX-5b) as a ComfyUI diffusion model + VAE, and t5xxl_fp16 with CLIPLoader type "
     "cogvideox.\n\nSampled as the paper's diffusers pipeline: 49 frames at 8 fps, 720x480, 50 DDIM steps (core's "
     "*VOIDSampler*, the DDIM of diffusers-trained CogVideoX models) on BasicScheduler *simple* (= diffusers' trailing "
-    "timesteps), CFG 6. KSampler is not equivalent for this model type.")
+    "timesteps), CFG 6. KSampler is not equivalent for this model type.", paper=("clip",))
 LTXV = Model(
     "LTX-Video 2B v0.9.5", node("CheckpointLoaderSimple", ckpt_name="ltx-video-2b-v0.9.5.safetensors"), None,
     node("CLIPLoader", clip_name="t5xxl_fp16.safetensors", type="ltxv", device="default"),
@@ -160,22 +165,15 @@ LTXV = Model(
     "50 Euler steps, CFG 3, the negative prompt of diffusers' LTX-Video example; LTXVScheduler reads the latent's size for the "
     "resolution-dependent shift (base 0.95, max 2.05, stretched to 0.1), so change the size or length only on the latent "
     "node.")
-SETUP_NOTE = LVLM_STEPS + FLUX.setup + "\n\n" + VLM_MEMORY.format(model="Flux")
-CLIP_SETUP_NOTE = CLIP_STEPS + """\
-3. **Diffusion model and text encoders** as linked on the loader nodes (Flux.1-dev). For the CogVideoX workflow
-   (native CogVideoX needs ComfyUI 0.21 or newer): CogVideoX-5b (https://huggingface.co/THUDM/CogVideoX-5b) as a
-   ComfyUI diffusion model + VAE, and t5xxl_fp16 with CLIPLoader type cogvideox. It samples as the paper's diffusers
-   pipeline: 50 DDIM steps (core's *VOIDSampler*, the DDIM of diffusers-trained CogVideoX models) on BasicScheduler
-   *simple* (= diffusers' trailing timesteps), CFG 6. KSampler is not equivalent for this model type.
-
-Flux workflows: change the size only on the *width* / *height* nodes; they feed both the latent and ModelSamplingFlux
-(diffusers' resolution-dependent schedule shift, as in the paper)."""
 
 
-def t5_note(steps: str, model: Model, lvlm: bool) -> str:
-    """A T5 model workflow's note: the variant's steps 1-2, the model's files and sampling, the honest note."""
-    memory = "\n\n" + VLM_MEMORY.format(model=model.title) if lvlm else ""
-    return f"{steps}{model.setup}{memory}\n\n{NOT_MEASURED}"
+def note(model: Model, variant: str) -> str:
+    """A workflow's setup note: the variant's steps 1-2, the model's files and sampling, the VLM's memory advice (LVLM),
+    and where the paper did not sample this model with this variant, that its quality is not measured."""
+    steps = LVLM_STEPS if variant == "lvlm" else CLIP_STEPS
+    memory = "\n\n" + VLM_MEMORY.format(model=model.title) if variant == "lvlm" else ""
+    unmeasured = "" if variant in model.paper else "\n\n" + NOT_MEASURED
+    return f"{steps}{model.setup}{memory}{unmeasured}"
 
 
 def example_images() -> None:
@@ -417,30 +415,28 @@ def main() -> None:
             object_info = server.object_info()
     dots = {"2": node("LoadImage", image="thinkdiff_dots.png")}
     cobsat, cobsat_video = COBSAT_INSTRUCTION + COBSAT_WORDS, COBSAT_VIDEO_INSTRUCTION + COBSAT_WORDS
-    shipped = (
-        ("thinkdiff_lvlm_in_context", in_context(), "In-context reasoning (CoBSAT style)", SETUP_NOTE, FLUX.links),
-        ("thinkdiff_lvlm_image_instruction", image_instruction(), "Image + instruction", SETUP_NOTE, FLUX.links),
-        ("thinkdiff_lvlm_image_plus_text", image_plus_text(), "Image (to the VLM) + text (to Flux's T5)", SETUP_NOTE,
-         FLUX.links),
-        ("thinkdiff_clip_flux_image_text", clip_image_text(), "Image + text composition", CLIP_SETUP_NOTE, FLUX.links),
-        ("thinkdiff_clip_flux_two_images", clip_two_images(), "Two images", CLIP_SETUP_NOTE, FLUX.links),
-        ("thinkdiff_clip_cogvideox", clip_cogvideox(), "Image + text → video (native CogVideoX, ComfyUI 0.21+)",
-         CLIP_SETUP_NOTE, COGVIDEOX.links),
+    shipped = (  # name, graph, title, model, variant
+        ("thinkdiff_lvlm_in_context", in_context(), "In-context reasoning (CoBSAT style)", FLUX, "lvlm"),
+        ("thinkdiff_lvlm_image_instruction", image_instruction(), "Image + instruction", FLUX, "lvlm"),
+        ("thinkdiff_lvlm_image_plus_text", image_plus_text(), "Image (to the VLM) + text (to Flux's T5)", FLUX, "lvlm"),
+        ("thinkdiff_clip_flux_image_text", clip_image_text(), "Image + text composition", FLUX, "clip"),
+        ("thinkdiff_clip_flux_two_images", clip_two_images(), "Two images", FLUX, "clip"),
+        ("thinkdiff_clip_cogvideox", clip_cogvideox(), "Image + text → video (native CogVideoX, ComfyUI 0.21+)", COGVIDEOX,
+         "clip"),
         ("thinkdiff_lvlm_chroma_in_context", lvlm_t5(CHROMA, cobsat, TWO_BALLS, "ThinkDiff/lvlm_chroma_in_context"),
-         "In-context reasoning (CoBSAT style) → Chroma", t5_note(LVLM_STEPS, CHROMA, lvlm=True), CHROMA.links),
+         "In-context reasoning (CoBSAT style) → Chroma", CHROMA, "lvlm"),
         ("thinkdiff_lvlm_sd35_image_instruction", lvlm_t5(SD35, STYLE_INSTRUCTION, dots, "ThinkDiff/lvlm_sd35_image_instruction"),
-         "Image + instruction → SD3.5", t5_note(LVLM_STEPS, SD35, lvlm=True), SD35.links),
+         "Image + instruction → SD3.5", SD35, "lvlm"),
         ("thinkdiff_lvlm_ltxv_video_instruction", lvlm_t5(LTXV, VIDEO_STYLE_INSTRUCTION, dots, "ThinkDiff/lvlm_ltxv_video"),
-         "Image + instruction → video (LTX-Video)", t5_note(LVLM_STEPS, LTXV, lvlm=True), LTXV.links),
+         "Image + instruction → video (LTX-Video)", LTXV, "lvlm"),
         ("thinkdiff_lvlm_cogvideox_in_context", lvlm_t5(COGVIDEOX, cobsat_video, TWO_BALLS, "ThinkDiff/lvlm_cogvideox_video"),
-         "In-context reasoning → video (native CogVideoX, ComfyUI 0.21+)", t5_note(LVLM_STEPS, COGVIDEOX, lvlm=True),
-         COGVIDEOX.links),
+         "In-context reasoning → video (native CogVideoX, ComfyUI 0.21+)", COGVIDEOX, "lvlm"),
         ("thinkdiff_clip_chroma_image_text", clip_t5(CHROMA, DOTS, "a dog", "ThinkDiff/clip_chroma_image_text"),
-         "Image + text → Chroma", t5_note(CLIP_STEPS, CHROMA, lvlm=False), CHROMA.links),
+         "Image + text → Chroma", CHROMA, "clip"),
     )
-    for name, graph, title, note, models in shipped:
+    for name, graph, title, model, variant in shipped:
         path = WORKFLOWS / f"{name}.json"
-        path.write_text(json.dumps(to_ui(graph, object_info, title, note, models), indent=1) + "\n")
+        path.write_text(json.dumps(to_ui(graph, object_info, title, note(model, variant), model.links), indent=1) + "\n")
         print("wrote", path)
 
 
