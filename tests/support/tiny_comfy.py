@@ -26,8 +26,8 @@ def _tiny(name: str) -> str:
 
 
 def _unet(inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The tiny CogVideoX has native keys: the stock UNETLoader loads it. Tiny Flux and Chroma need the Flux-family test
-    loader (ComfyUI's detection fixes their sizes)."""
+    """The tiny CogVideoX has native keys: the stock UNETLoader loads it. Tiny Flux and Chroma need the test loader that
+    reads their config (ComfyUI's detection fixes their real sizes)."""
     name = inputs["unet_name"].lower()
     if "cogvideox" in name:
         return "UNETLoader", {**inputs, "unet_name": _tiny("cogvideox")}
