@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import shutil
 from collections import defaultdict
@@ -24,7 +25,9 @@ from .hub import HubError, cached_path, download
 from .plan import GB, Task, check_space, damage, resolve_files
 
 CACHE_FOLDER = ".thinkdiff_cache"  # beside models/, so that moving a finished file into models/ is a rename
-VARIANTS = {"lvlm": ("thinkdiff_lvlm_",), "clip": ("thinkdiff_clip_flux_",), "all": ("",)}
+# --variant lvlm / clip: that variant's Flux workflows (the paper's); the other models' files come with --workflow
+VARIANTS = {"lvlm": "thinkdiff_lvlm_", "clip": "thinkdiff_clip_", "all": ""}
+VARIANT_MODEL = "flux1-dev.safetensors"
 
 
 def licence_message(repo_id: str, names: list[str]) -> str:
@@ -39,6 +42,11 @@ def offline_message(tasks: list[Task], reason: str) -> str:
                               "(docs/models.md)."])
 
 
+def uses(workflow: Path) -> set[str]:
+    """The model files a workflow loads."""
+    return {req.model.name for req in doctor.workflow_requirements(json.loads(workflow.read_text()))}
+
+
 def selected_models(args: argparse.Namespace, comfyui: Path) -> tuple[list[ModelFile], list[Path]]:
     """The catalogue entries the selection needs (``--model`` names, or every model of the chosen workflows)."""
     if args.model:
@@ -50,7 +58,8 @@ def selected_models(args: argparse.Namespace, comfyui: Path) -> tuple[list[Model
     if args.workflow:
         workflows = [doctor.pick_workflow(name, shipped) for name in args.workflow]
     elif args.variant:
-        workflows = [path for stem, path in shipped.items() if stem.startswith(VARIANTS[args.variant])]
+        workflows = [path for stem, path in shipped.items() if stem.startswith(VARIANTS[args.variant])
+                     and (args.variant == "all" or VARIANT_MODEL in uses(path))]
     else:
         raise ThinkDiffError("say what to fetch: --variant lvlm|clip|all, --workflow NAME or --model NAME")
     models: dict[tuple[str, str], ModelFile] = {}

@@ -62,12 +62,18 @@ NOTES: dict[str, dict[str, Any]] = {
                                     "length its CLIPTextEncode gives), with the aligned answer tokens first in the T5 part."},
         "tips": ["Supported: SD3 / SD3.5, Chroma, PixArt-Σ, LTX-Video v1, Mochi, CogVideoX. Flux has its own node; Wan "
                  "(UMT5), Cosmos (old T5) and HiDream are refused with what to load instead.",
+                 "Templates: thinkdiff_lvlm_chroma_in_context, thinkdiff_lvlm_sd35_image_instruction, and reasoning → video "
+                 "in thinkdiff_lvlm_ltxv_video_instruction and thinkdiff_lvlm_cogvideox_in_context. They sample each model "
+                 "as its diffusers pipeline does (SD3.5: ModelSamplingSD3 3.0 with scheduler normal; Chroma: "
+                 "ModelSamplingFlux from the image size; LTX-Video: LTXVConditioning and LTXVScheduler on the latent, "
+                 "8k + 1 frames at 25 fps; CogVideoX: 49 frames at 8 fps, VOIDSampler on BasicScheduler simple).",
                  "The released aligner was trained in Flan-T5-XXL space and used with T5-v1.1 models as the paper did for "
-                 "Flux; quality on these models is not measured yet."]},
+                 "Flux; quality on these models is not measured (no GPU or real weights here)."]},
     "ThinkDiffCLIPT5Conditioning": {
         "outputs": {"conditioning": "The connected model's own CONDITIONING with the aligned image tokens (65 per image) "
                                     "first in the T5 part."},
-        "tips": ["Same models and rules as ThinkDiff → T5 Model Conditioning; connect the thinkdiff_clip aligner."]},
+        "tips": ["Same models and rules as ThinkDiff → T5 Model Conditioning; connect the thinkdiff_clip aligner.",
+                 "Template: thinkdiff_clip_chroma_image_text (an image and a text → Chroma)."]},
     "ThinkDiffCogVideoXWrapperEmbeds": {
         "outputs": {"positive": "Bare (1, 226, 4096) embeds for the wrapper's CogVideoSampler.",
                     "negative": "The negative embeds, same shape."},

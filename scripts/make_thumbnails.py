@@ -1,6 +1,6 @@
 """Regenerate the template-browser thumbnails (workflows/<name>.jpg) from the real frontend.
 
-    .dev/venv/bin/python scripts/make_thumbnails.py
+    .dev/venv/bin/python scripts/make_thumbnails.py [WORKFLOW ...]   # default: every shipped workflow
 
 Installs the pack as ComfyUI-Manager would (tests/support/shipping.py) with stand-in model files, starts ComfyUI
 (0.33 by default, see tests/support/paths.py), opens each shipped workflow in headless Chromium and saves the fitted graph
@@ -23,6 +23,10 @@ from thinkdiff.doctor import shipped_workflows
 
 
 def main() -> None:
+    chosen = set(sys.argv[1:])
+    workflows = [w for w in shipped_workflows() if not chosen or w.stem in chosen]
+    if chosen - {w.stem for w in workflows}:
+        raise SystemExit(f"no shipped workflow {sorted(chosen - {w.stem for w in workflows})}")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         pack, _ = install_like_manager(base, sys.executable)
@@ -30,7 +34,7 @@ def main() -> None:
             shutil.copy(image, base / "input" / image.name)
         stand_in_models(base / "models", shipped_workflows(pack))
         with ComfyServer(base) as server, Frontend(server) as ui:
-            for workflow in shipped_workflows():
+            for workflow in workflows:
                 loaded = ui.load(json.loads(workflow.read_text()))
                 if loaded.missing:
                     raise SystemExit(f"{workflow.name}: missing node types {loaded.missing}")

@@ -4,8 +4,8 @@
 
 The ComfyUI tree is the one tests/support/paths.py selects (THINKDIFF_COMFYUI, default 0.33.0). The base directory is
 .dev/demo (kept, so it can be opened later with
-`cd .dev/comfyui-0.33.0 && ../venv/bin/python main.py --cpu --base-directory ../demo`). The CogVideoX workflow runs at a
-CPU size (64x64, 9 frames, 2 steps).
+`cd .dev/comfyui-0.33.0 && ../venv/bin/python main.py --cpu --base-directory ../demo`). Video workflows run at a CPU
+size (64x64, 9 frames, 2 steps); image workflows as shipped.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.comfy_server import ComfyServer  # noqa: E402
 from tests.support.paths import DEV, REPO  # noqa: E402
-from tests.support.tiny_comfy import WORKFLOWS, is_video, make_tiny_base, shrink_video, tiny_api_graph  # noqa: E402
+from tests.support.tiny_comfy import WORKFLOWS, at_cpu_size, is_video, make_tiny_base, tiny_api_graph  # noqa: E402
 from thinkdiff.doctor import shipped_workflows  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def main() -> int:
         print(f"ComfyUI {version} is up at {server.url}; running {workflow.name} with its model loaders pointed at the tiny models")
         try:
             graph = tiny_api_graph(workflow, server.object_info())
-            graph = shrink_video(graph) if is_video(graph) else graph
+            graph = at_cpu_size(graph) if is_video(graph) else graph
             started = time.time()
             result = server.run(graph)
         except (KeyError, ValueError) as e:  # a node or value this ComfyUI lacks, e.g. native CogVideoX before 0.21

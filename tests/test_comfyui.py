@@ -22,10 +22,12 @@ from tests.support.tiny_comfy import (
     TINY_VISION,
     TINY_VLM,
     WORKFLOWS,
+    at_cpu_size,
     is_video,
+    node_types,
     of_type,
-    shrink_video,
     tiny_api_graph,
+    value,
 )
 from tests.support.tiny_diffusers import tiny_cogvideox_frames
 from tests.support.tiny_models import make_aligner
@@ -115,11 +117,6 @@ def needs_missing_feature(workflow: Path, object_info: dict) -> str:
     return ""
 
 
-def value(graph: dict, reference) -> object:
-    """An input's value, following a link to a primitive node (the workflows' width/height Int nodes)."""
-    return graph[reference[0]]["inputs"]["value"] if isinstance(reference, list) else reference
-
-
 def ancestors(graph: dict, *node_ids: str) -> dict:
     """The part of ``graph`` the given nodes depend on (themselves included)."""
     keep, todo = set(), list(node_ids)
@@ -179,31 +176,35 @@ def test_workflow_templates_are_served(comfy):
     assert sorted(templates[PACK_NAME]) == sorted(p.stem for p in shipped_workflows())
 
 
+SEEDS = {"KSampler": "seed", "RandomNoise": "noise_seed"}  # where a workflow's sampling seed is
+
+
 @pytest.mark.parametrize("workflow", shipped_workflows(), ids=lambda p: p.stem)
 def test_shipped_workflow_runs(comfy, object_info, workflow):
+    """Every shipped workflow, its model loaders swapped for tiny models, at a CPU size (64 px, 9 frames, 2 steps): an
+    image of the latent's size, or a video of the frames the latent holds (decoded by the model's own tiny VAE)."""
     missing = needs_missing_feature(workflow, object_info)
     if missing:
         pytest.skip(missing)
-    graph = tiny_api_graph(workflow, object_info)
-    video = is_video(graph)
-    result = comfy.run(shrink_video(graph) if video else graph)
+    graph = at_cpu_size(tiny_api_graph(workflow, object_info))
+    result = comfy.run(graph)
     assert result.ok, result.error
     (output,) = result.images()
-    if video:  # 9 frames decoded by ComfyUI's own (tiny) CogVideoX VAE, written as an animated WebP
+    if is_video(graph):  # 9 frames (CogVideoX: 4x temporal, LTX-Video: 8x; both 1 + k frames) written as an animated WebP
         animation = Image.open(output)
         assert (animation.n_frames, animation.size) == (9, (64, 64))
     else:
         latent = graph[of_type(graph, "EmptySD3LatentImage")]["inputs"]
-        assert Image.open(output).size == (value(graph, latent["width"]), value(graph, latent["height"]))
+        assert Image.open(output).size == (value(graph, latent["width"]), value(graph, latent["height"])) == (64, 64)
     vlm_id = next((k for k, n in graph.items() if n["class_type"] == "ThinkDiffVLMEncode"), None)
     if vlm_id:  # the VLM's thought is shown, and a new sampler seed reuses it instead of thinking again
         (text,) = result.texts(vlm_id)
         assert text.strip()
-        sampler_id = of_type(graph, "KSampler")
-        graph[sampler_id]["inputs"]["seed"] += 1
+        (seed_id,) = [k for k, n in graph.items() if n["class_type"] in SEEDS]
+        graph[seed_id]["inputs"][SEEDS[graph[seed_id]["class_type"]]] += 1
         again = comfy.run(graph)
         assert again.ok, again.error
-        assert vlm_id in again.cached_nodes and sampler_id not in again.cached_nodes
+        assert vlm_id in again.cached_nodes and seed_id not in again.cached_nodes
 
 
 def sampled_sigmas(comfy, graph: dict, model: list, scheduler: str, steps: int, denoise: float = 1.0) -> list[float]:
@@ -216,14 +217,16 @@ def sampled_sigmas(comfy, graph: dict, model: list, scheduler: str, steps: int, 
     return json.loads(result.texts("901")[0])
 
 
-FLUX_WORKFLOWS = [w for w in shipped_workflows() if "EmptySD3LatentImage" in w.read_text()]
+FLUX_WORKFLOWS = [w for w in shipped_workflows() if "ModelSamplingFlux" in node_types(w)]  # Flux.1-dev and Chroma
 
 
 @pytest.mark.parametrize("workflow", FLUX_WORKFLOWS, ids=lambda p: p.stem)
 def test_flux_workflows_sample_diffusers_flux_schedule(comfy, object_info, workflow):
-    """diffusers' FluxPipeline: FlowMatchEuler sigmas linspace(1, 1/28, 28) shifted by mu = calculate_shift((H/16)(W/16)).
-    ComfyUI tabulates the schedule at 10,000 points, so its sigmas differ from the exact ones by at most ~3e-4; without
-    ModelSamplingFlux (a fixed shift of 1.15) a 512x512 schedule differs by up to 0.13."""
+    """diffusers' FluxPipeline and ChromaPipeline: FlowMatchEuler sigmas linspace(1, 1/N, N) shifted by
+    mu = calculate_shift((H/16)(W/16)) (Chroma: with Flux's constants, as its pipeline's defaults and Flux.1-dev's scheduler
+    config; Chroma1-HD's own scheduler_config.json could not be read here). ComfyUI tabulates the schedule at 10,000
+    points, so its sigmas differ from the exact ones by at most ~3e-4; without ModelSamplingFlux (a fixed shift of 1.15)
+    a 512x512 schedule differs by up to 0.13."""
     graph = tiny_api_graph(workflow, object_info)
     sampler = graph[of_type(graph, "KSampler")]["inputs"]
     latent = graph[of_type(graph, "EmptySD3LatentImage")]["inputs"]
@@ -249,8 +252,10 @@ def test_the_vlm_thinks_with_the_papers_settings_by_default(object_info):
                          ids=lambda p: p.stem)
 def test_lvlm_workflows_think_with_the_papers_settings(object_info, workflow):
     """The image + extra-text demo (..._flux_multi_image_input.py) gives Qwen the image alone at max_pixels 65,536 and
-    its text to Flux's T5; the other LVLM workflows use the paper's settings unchanged."""
-    graph = ui_to_api(json.loads(workflow.read_text()), object_info)
+    its text to Flux's T5; the other LVLM workflows use the paper's settings unchanged (read from the ThinkDiff nodes, so
+    also where this ComfyUI lacks a workflow's sampling nodes)."""
+    ui = json.loads(workflow.read_text())
+    graph = ui_to_api({**ui, "nodes": [n for n in ui["nodes"] if n["type"].startswith("ThinkDiff")]}, object_info)
     encode = graph[of_type(graph, "ThinkDiffVLMEncode")]["inputs"]
     expected = dict(PAPERS_THINKING)
     if workflow.stem == "thinkdiff_lvlm_image_plus_text":
@@ -291,13 +296,14 @@ def diffusers_cogvideox_sigmas(steps: int) -> np.ndarray:
     return np.append(((1 - alpha_bar) / alpha_bar).sqrt().numpy(), 0.0)
 
 
-def test_cogvideox_workflow_samples_diffusers_trailing_schedule(comfy, object_info):
+@pytest.mark.parametrize("workflow", [w for w in shipped_workflows() if "VOIDSampler" in node_types(w)], ids=lambda p: p.stem)
+def test_cogvideox_workflow_samples_diffusers_trailing_schedule(comfy, object_info, workflow):
     """50 steps on the shipped workflow's model and scheduler equal diffusers' trailing timesteps. diffusers' first sigma is
     infinite (alpha_bar = 0 at t = 999); ComfyUI clamps that one alpha_bar to 4.9e-8, sigma 4518.8."""
-    missing = needs_missing_feature(WORKFLOWS / "thinkdiff_clip_cogvideox.json", object_info)
+    missing = needs_missing_feature(workflow, object_info)
     if missing:
         pytest.skip(missing)
-    graph = tiny_api_graph(WORKFLOWS / "thinkdiff_clip_cogvideox.json", object_info)
+    graph = tiny_api_graph(workflow, object_info)
     scheduler = graph[of_type(graph, "BasicScheduler")]["inputs"]
     assert (scheduler["scheduler"], scheduler["steps"], scheduler["denoise"]) == ("simple", 50, 1.0)
     sigmas = sampled_sigmas(comfy, graph, scheduler["model"], scheduler["scheduler"], scheduler["steps"])

@@ -22,6 +22,7 @@ from thinkdiff.vram_advice import QWEN2_VL_7B_GB, recommend, working_gb
 
 WORKFLOWS = doctor.shipped_workflows(REPO)
 SOURCE, OUT = 64, 32  # tiny widths: VLM / vision hidden size, aligner output = diffusion context = T5 width
+CONTEXT = {"diffusion_models": "txt_in.weight", "checkpoints": "context_embedder.weight"}  # a Flux, an SD3 (in a checkpoint)
 
 
 def fake_file(req: doctor.Requirement, models: Path, source: int = SOURCE, context: int = OUT) -> Path:
@@ -37,8 +38,8 @@ def fake_file(req: doctor.Requirement, models: Path, source: int = SOURCE, conte
     elif req.node_type == "ThinkDiffVisionLoader":
         save_file({"embeddings.patch_embedding.weight": torch.zeros(source, 3, 2, 2)}, str(path),
                   metadata={"format": "thinkdiff.vision", "hidden_size": str(source)})
-    elif req.model.folder == "diffusion_models":
-        save_file({"model.diffusion_model.txt_in.weight": torch.zeros(8, context)}, str(path))
+    elif req.model.folder in CONTEXT:
+        save_file({f"model.diffusion_model.{CONTEXT[req.model.folder]}": torch.zeros(8, context)}, str(path))
     elif "t5" in req.model.name:
         save_file({"encoder.final_layer_norm.weight": torch.ones(OUT)}, str(path))
     else:
@@ -81,7 +82,7 @@ def test_width_mismatches_are_reported(tmp_path, workflow):
     result = report(complete_tree(tmp_path, workflow, source=48, context=16), workflow)
     mismatches = [text for ok, text in result.fits if not ok]
     assert not result.ready and any("48" in t and "!=" in t for t in mismatches)
-    if any(r.model.folder == "diffusion_models" for r in result.requirements):
+    if any(r.model.folder in CONTEXT for r in result.requirements):
         assert any("context 16" in t for t in mismatches)
 
 

@@ -248,7 +248,7 @@ def test_setup_then_the_shipped_workflow_runs_in_a_real_server(hub, tiny, tmp_pa
         core = {k: n for k, n in graph.items() if not n["class_type"].startswith("ThinkDiff")}
         swapped = {**graph, **swap_to_tiny(core)}
         for node in swapped.values():
-            if node["class_type"] == "TinyFluxUNETLoader":
+            if node["class_type"] == "TinyUNETLoader":
                 node["inputs"]["unet_name"] = "flux1-dev.safetensors"
             if node["class_type"] == "TinyFluxDualCLIPLoader":
                 node["inputs"].update(clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors")

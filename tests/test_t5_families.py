@@ -1,7 +1,7 @@
 """The T5 family table and the one assembly path (thinkdiff.t5_families), without ComfyUI.
 
-The server tests (tests/test_t5_models.py) check every family against core CLIPTextEncode; these cover what a tiny
-model cannot: SD3's CLIP-L/G part before the T5 part (ComfyUI pads it to a hard-coded 4096) and HiDream's refusal.
+The server tests (tests/test_t5_models.py) check every family against core CLIPTextEncode and the refusals on the node;
+these cover what a tiny model cannot: SD3's CLIP-L/G part before the T5 part (ComfyUI pads it to a hard-coded 4096).
 """
 
 import pytest

@@ -9,9 +9,11 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 from transformers import AutoTokenizer
 
 from tests.support.paths import T5_TOKENIZER
+from tests.support.tiny_comfy import TINY_CLIP_ALIGNER, TINY_VISION
 from tests.test_comfyui import saved
 
 pytestmark = pytest.mark.comfyui
@@ -138,11 +140,12 @@ FLUX_CLIP = ("TinyFluxDualCLIPLoader", {"clip_name1": "clip_l-tiny-random.safete
     (FLUX_CLIP, "it is Flux's text encoder (CLIP-L + T5): use 'ThinkDiff → Flux Conditioning'"),
     (("TinyT5CLIPLoader", {"clip_name": T5_FILE, "type": "wan"}), "it is Wan's UMT5-XXL"),
     (("TinyT5CLIPLoader", {"clip_name": T5_FILE, "type": "cosmos"}), "it is Cosmos's original T5 (not v1.1, 1024 wide)"),
-], ids=["flux", "wan", "cosmos"])
+    (("TinyT5CLIPLoader", {"clip_name": T5_FILE, "type": "hidream"}),
+     "it is HiDream's, which also reads a Llama-3.1 stream that ThinkDiff cannot supply"),
+], ids=["flux", "wan", "cosmos", "hidream"])
 @pytest.mark.parametrize("node", NODES)
 def test_a_wrong_text_encoder_fails_on_the_node_naming_the_fix(comfy, object_info, loader, fix, node):
-    """(HiDream's CLIP cannot be built from a tiny T5: its loader tells T5 from Llama by T5-XXL's 24th block. Its
-    refusal is tested in tests/test_t5_families.py.)"""
+    """HiDream's CLIP here is CLIPLoader's (type hidream) with its T5 alone, without the Llama it also needs: refused too."""
     graph = Graph()
     chroma = graph.add("TinyT5CLIPLoader", clip_name=T5_FILE, type="chroma")
     wrong = graph.add(loader[0], **loader[1])
@@ -156,3 +159,44 @@ def test_a_wrong_text_encoder_fails_on_the_node_naming_the_fix(comfy, object_inf
     assert error["node_type"] == NODES[node]
     assert f"the connected CLIP cannot read ThinkDiff tokens: {fix}" in result.error
     assert "Load t5xxl (T5-XXL v1.1" in result.error
+
+
+# The families no shipped workflow samples (the others' workflows run end to end in tests/test_comfyui.py): tiny models
+# from ComfyUI's own classes, the model's own VAE, core sampling; an image of the latent's size or the video's frames.
+FAMILY_RUNS = {
+    "pixart": {"unet": "pixart_sigma-tiny-random.safetensors", "vae": ("VAELoader", {"vae_name": "taesdxl"}),
+               # PixArt's position code needs at least a 512-px latent (base size round(H / 64) * 64)
+               "latent": ("EmptyLatentImage", {"width": 512, "height": 512, "batch_size": 1}), "frames": 1},
+    "mochi": {"unet": "mochi-tiny-random.safetensors",
+              "vae": ("TinyMochiVAELoader", {"vae_name": "mochi_vae-tiny-random.safetensors"}),
+              "latent": ("EmptyMochiLatentVideo", {"width": 64, "height": 64, "length": 7, "batch_size": 1}), "frames": 7},
+}
+
+
+@pytest.mark.parametrize("clip_type", FAMILY_RUNS)
+def test_the_families_without_a_workflow_sample_end_to_end(comfy, object_info, clip_type):
+    """PixArt-Σ (SDXL latents, TAESD-XL) and Mochi (its own VAE, 6x temporal: 2 latent frames decode to 7), each from
+    ThinkDiff-CLIP image tokens through the T5 Model Conditioning node and a negative from CLIPTextEncode."""
+    needs_type(object_info, clip_type)
+    run = FAMILY_RUNS[clip_type]
+    graph = Graph()
+    clip = graph.add("TinyT5CLIPLoader", clip_name=T5_FILE, type=clip_type)
+    vision = graph.add("ThinkDiffVisionLoader", vision_name=TINY_VISION, dtype="fp32", device="default")
+    image = graph.add("LoadImage", image="thinkdiff_dots.png")
+    tokens = graph.add("ThinkDiffImageEncode", vision=vision, images=image)
+    aligner = graph.add("ThinkDiffAlignerLoader", aligner_name=TINY_CLIP_ALIGNER)
+    positive = graph.add("ThinkDiffCLIPT5Conditioning", image_tokens=tokens, aligner=aligner, clip=clip, text="a dog")
+    negative = graph.add("CLIPTextEncode", clip=clip, text="")
+    model = graph.add("TinyUNETLoader", unet_name=run["unet"])
+    latent = graph.add(run["latent"][0], **run["latent"][1])
+    samples = graph.add("KSampler", model=model, seed=0, steps=2, cfg=4.5, sampler_name="euler", scheduler="normal",
+                        positive=positive, negative=negative, latent_image=latent, denoise=1.0)
+    decoded = graph.add("VAEDecode", samples=samples, vae=graph.add(run["vae"][0], **run["vae"][1]))
+    graph.add("SaveAnimatedWEBP", images=decoded, filename_prefix=f"family_{clip_type}", fps=8.0, lossless=False,
+              quality=90, method="default")
+    result = comfy.run(graph)
+    assert result.ok, result.error
+    (output,) = result.images()
+    animation = Image.open(output)
+    size = (run["latent"][1]["width"], run["latent"][1]["height"])
+    assert (getattr(animation, "n_frames", 1), animation.size) == (run["frames"], size)

@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     setup_parser = commands.add_parser("setup", help="fetch the model files a variant, workflow or model needs (Hugging Face hub)")
     doctor.add_arguments(setup_parser)
     setup_parser.add_argument("--variant", choices=["lvlm", "clip", "all"],
-                              help="lvlm: the thinkdiff_lvlm_* workflows; clip: thinkdiff_clip_flux_*; all: every workflow")
+                              help="lvlm / clip: that variant's Flux workflows (the paper's); all: every workflow")
     setup_parser.add_argument("--model", action="append", default=[], help="one catalogue entry (as a loader error names it); repeatable")
     add_setup_arguments(setup_parser)
     setup_parser.set_defaults(run=setup)

@@ -26,12 +26,14 @@ WORKFLOW_FOLDERS = ("example_workflows", "workflows")
 LOADERS = {"ThinkDiffVLMLoader": ("LLM", (0,), True), "ThinkDiffAlignerLoader": ("thinkdiff", (0,), False),
            "ThinkDiffVisionLoader": ("thinkdiff", (0,), False), "UNETLoader": ("diffusion_models", (0,), False),
            "VAELoader": ("vae", (0,), False), "CLIPLoader": ("text_encoders", (0,), False),
-           "DualCLIPLoader": ("text_encoders", (0, 1), False), "CLIPVisionLoader": ("clip_vision", (0,), False)}
+           "DualCLIPLoader": ("text_encoders", (0, 1), False), "TripleCLIPLoader": ("text_encoders", (0, 1, 2), False),
+           "CheckpointLoaderSimple": ("checkpoints", (0,), False), "CLIPVisionLoader": ("clip_vision", (0,), False)}
 # Folders ComfyUI also searches for a models key (folder_paths.py legacy names).
 FOLDER_ALIASES = {"text_encoders": ("text_encoders", "clip"), "diffusion_models": ("diffusion_models", "unet")}
 ALIGNER_IN = ("in_proj.weight", "mm_projector.0.weight")
 ALIGNER_OUT = ("out_proj.weight", "mm_projector.2.weight")
-CONTEXT_KEYS = {"txt_in.weight": "Flux context", "patch_embed.text_proj.weight": "CogVideoX context"}
+CONTEXT_KEYS = {"txt_in.weight": "Flux / Chroma context", "patch_embed.text_proj.weight": "CogVideoX context",
+                "context_embedder.weight": "SD3 context", "caption_projection.linear_1.weight": "LTX-Video context"}
 T5_KEY = "encoder.final_layer_norm.weight"
 
 

@@ -23,6 +23,7 @@ FLUX_LICENCE = "FLUX.1 [dev] Non-Commercial License (gated: accept it on the mod
 COGVIDEOX_URL = "https://huggingface.co/THUDM/CogVideoX-5b"
 COGVIDEOX_LICENCE = "CogVideoX License (THUDM)"
 COGVIDEOX_HOW = f"needs ComfyUI 0.21 or newer (native CogVideoX); single-file weights of {COGVIDEOX_URL}"
+SD35_LICENCE = "Stability AI Community License (gated: accept it on the model page first)"
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,26 @@ CATALOGUE: tuple[ModelFile, ...] = (
               fetch="vision"),
     ModelFile("flux1-dev.safetensors", "diffusion_models", "FLUX.1-dev diffusion model", "23.8 GB (bf16)",
               "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors", FLUX_LICENCE, fetch="file"),
-    ModelFile("clip_l.safetensors", "text_encoders", "CLIP-L text encoder (Flux pooled vector)", "246 MB",
+    ModelFile("clip_l.safetensors", "text_encoders", "CLIP-L text encoder (Flux pooled vector; SD3.5)", "246 MB",
               "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors", "MIT", fetch="file"),
-    ModelFile("t5xxl_fp16.safetensors", "text_encoders", "T5-XXL text encoder (Flux); t5xxl_fp8_e4m3fn.safetensors also works",
-              "9.8 GB (fp16)", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+    ModelFile("t5xxl_fp16.safetensors", "text_encoders",
+              "T5-XXL text encoder (Flux, SD3.5, Chroma, LTX-Video, CogVideoX); t5xxl_fp8_e4m3fn.safetensors also works", "9.8 GB (fp16)", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
               "Apache-2.0", fetch="file"),
-    ModelFile("ae.safetensors", "vae", "FLUX.1 autoencoder", "335 MB",
+    ModelFile("ae.safetensors", "vae", "FLUX.1 autoencoder (Flux, Chroma)", "335 MB",
               "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors", FLUX_LICENCE, fetch="file"),
+    ModelFile("clip_g.safetensors", "text_encoders", "CLIP-G text encoder (SD3.5's, with clip_l and t5xxl)", "1.39 GB",
+              "https://huggingface.co/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/text_encoders/clip_g.safetensors",
+              "see the model page (from Stability AI's SD3.5 release)", fetch="file"),
+    ModelFile("sd3.5_large.safetensors", "checkpoints", "Stable Diffusion 3.5 Large (MMDiT and VAE; text encoders apart)",
+              "16.5 GB (bf16)",
+              "https://huggingface.co/stabilityai/stable-diffusion-3.5-large/resolve/main/sd3.5_large.safetensors",
+              SD35_LICENCE, fetch="file"),
+    ModelFile("Chroma1-HD.safetensors", "diffusion_models", "Chroma1-HD diffusion model (8.9 B, Flux.1-schnell based)",
+              "17.8 GB (bf16)", "https://huggingface.co/lodestones/Chroma1-HD/resolve/main/Chroma1-HD.safetensors",
+              "Apache-2.0", fetch="file"),
+    ModelFile("ltx-video-2b-v0.9.5.safetensors", "checkpoints", "LTX-Video 2B v0.9.5 (transformer and VAE)", "about 6 GB",
+              "https://huggingface.co/Lightricks/LTX-Video/resolve/main/ltx-video-2b-v0.9.5.safetensors",
+              "LTX-Video's licence for 0.9.5 (see the model page)", fetch="file"),
     ModelFile("cogvideox_5b_bf16.safetensors", "diffusion_models", "CogVideoX-5b transformer as one ComfyUI diffusion-model file",
               "about 11 GB (bf16)", COGVIDEOX_URL, COGVIDEOX_LICENCE, COGVIDEOX_HOW),
     ModelFile("cogvideox_vae.safetensors", "vae", "CogVideoX VAE as one ComfyUI VAE file", "about 0.4 GB", COGVIDEOX_URL,

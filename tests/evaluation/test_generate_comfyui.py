@@ -54,7 +54,7 @@ def test_the_graph_is_the_shipped_workflow_with_n_images(comfy_config):
         assert loads == sorted(f"cobsat/{Path(path).with_suffix('.png')}" for path in sample.image_inputs)
         assert graph[node_of_type(graph, "KSampler")]["inputs"]["seed"] == 7
         sizes = [node["inputs"]["value"] for node in graph.values() if node["class_type"] == "PrimitiveInt"]
-        assert sizes == [64, 64] and "TinyFluxUNETLoader" in types
+        assert sizes == [64, 64] and "TinyUNETLoader" in types
     assert json.loads(SHIPPED_WORKFLOW.read_text())["nodes"]  # read at run time, never copied
 
 

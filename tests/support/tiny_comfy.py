@@ -19,27 +19,41 @@ TINY_ALIGNER = "tiny-random-aligner.safetensors"
 TINY_CLIP_ALIGNER = "tiny-random-clip-aligner.safetensors"
 TINY_VISION = "tiny-random-blip2-vision.safetensors"
 WORKFLOWS = REPO / "workflows"
+
+
+def _tiny(name: str) -> str:
+    return Path(FILES[name]).name
+
+
+def _unet(inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The tiny CogVideoX has native keys: the stock UNETLoader loads it. Tiny Flux and Chroma need the test loader that
+    reads their config (ComfyUI's detection fixes their real sizes)."""
+    name = inputs["unet_name"].lower()
+    if "cogvideox" in name:
+        return "UNETLoader", {**inputs, "unet_name": _tiny("cogvideox")}
+    return "TinyUNETLoader", {"unet_name": _tiny("chroma" if "chroma" in name else "flux")}
+
+
 TINY_LOADERS = {
-    # The tiny CogVideoX has native keys: the stock UNETLoader loads it. Tiny Flux needs the test loader (24 heads are fixed).
-    "UNETLoader": lambda inputs: (("UNETLoader", {**inputs, "unet_name": Path(FILES["cogvideox"]).name})
-                                  if "cogvideox" in inputs["unet_name"] else
-                                  ("TinyFluxUNETLoader", {"unet_name": Path(FILES["flux"]).name})),
-    "DualCLIPLoader": lambda inputs: ("TinyFluxDualCLIPLoader", {"clip_name1": Path(FILES["clip_l"]).name,
-                                                                  "clip_name2": Path(FILES["t5xxl"]).name}),
-    "CLIPLoader": lambda inputs: _tiny_cogvideox_clip(inputs),
-    "VAELoader": lambda inputs: (("TinyCogVideoXVAELoader", {"vae_name": Path(FILES["cogvideox_vae"]).name})
+    "UNETLoader": _unet,
+    # The stock loader reads the tiny checkpoints as they are (ComfyUI sizes SD3 from its weights, LTX-Video from the
+    # file's config metadata).
+    "CheckpointLoaderSimple": lambda inputs: ("CheckpointLoaderSimple", {
+        "ckpt_name": _tiny("ltxv" if "ltx" in inputs["ckpt_name"].lower() else "sd3")}),
+    "DualCLIPLoader": lambda inputs: ("TinyFluxDualCLIPLoader", {"clip_name1": _tiny("clip_l"), "clip_name2": _tiny("t5xxl")}),
+    "CLIPLoader": lambda inputs: ("TinyT5CLIPLoader", {"clip_name": _tiny("t5xxl"), "type": inputs["type"]}),
+    # SD3's T5 alone: ComfyUI pads CLIP-L/G's states to a hard-coded 4096, which a tiny T5 cannot follow (the CLIP-L/G
+    # part of SD3's conditioning is tested without ComfyUI, tests/test_t5_families.py)
+    "TripleCLIPLoader": lambda inputs: ("TinyT5CLIPLoader", {"clip_name": _tiny("t5xxl"), "type": "sd3"}),
+    "VAELoader": lambda inputs: (("TinyCogVideoXVAELoader", {"vae_name": _tiny("cogvideox_vae")})
                                  if "cogvideox" in inputs["vae_name"] else ("VAELoader", {"vae_name": "taef1"})),
     "ThinkDiffVLMLoader": lambda inputs: ("ThinkDiffVLMLoader", {**inputs, "model": TINY_VLM}),
     "ThinkDiffAlignerLoader": lambda inputs: ("ThinkDiffAlignerLoader", {
         "aligner_name": TINY_CLIP_ALIGNER if "clip" in inputs["aligner_name"] else TINY_ALIGNER}),
     "ThinkDiffVisionLoader": lambda inputs: ("ThinkDiffVisionLoader", {**inputs, "vision_name": TINY_VISION}),
 }
-
-
-def _tiny_cogvideox_clip(inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    if inputs["type"] != "cogvideox":
-        raise ValueError(f"no tiny stand-in for CLIPLoader type {inputs['type']!r}")
-    return "TinyCogVideoXCLIPLoader", {"clip_name": Path(FILES["t5xxl"]).name}
+VIDEO_LATENTS = ("EmptyHunyuanLatentVideo", "EmptyLTXVLatentVideo")
+LATENTS = ("EmptySD3LatentImage", *VIDEO_LATENTS)
 
 
 def make_tiny_base(base: Path) -> Path:
@@ -72,6 +86,11 @@ def tiny_api_graph(workflow: Path, object_info: dict[str, Any]) -> dict[str, Any
     return swap_to_tiny(ui_to_api(json.loads(workflow.read_text()), object_info))
 
 
+def node_types(workflow: Path) -> set[str]:
+    """The node types of a UI-format workflow file."""
+    return {node["type"] for node in json.loads(workflow.read_text())["nodes"]}
+
+
 def of_type(graph: dict[str, Any], class_type: str) -> str:
     """The id of the one node of ``class_type`` in an API graph."""
     (node_id,) = [k for k, n in graph.items() if n["class_type"] == class_type]
@@ -79,11 +98,32 @@ def of_type(graph: dict[str, Any], class_type: str) -> str:
 
 
 def is_video(graph: dict[str, Any]) -> bool:
-    return any(n["class_type"] == "EmptyHunyuanLatentVideo" for n in graph.values())
+    return any(n["class_type"] in VIDEO_LATENTS for n in graph.values())
 
 
-def shrink_video(graph: dict[str, Any], frames: int = 9, size: int = 64, steps: int = 2) -> dict[str, Any]:
-    """The CogVideoX workflow at a CPU size: a short latent and few steps (everything else as shipped)."""
-    graph[of_type(graph, "EmptyHunyuanLatentVideo")]["inputs"].update(width=size, height=size, length=frames)
-    graph[of_type(graph, "BasicScheduler")]["inputs"]["steps"] = steps
+def value(graph: dict[str, Any], reference: Any) -> Any:
+    """An input's value, following a link to a primitive node (the workflows' width/height Int nodes)."""
+    return graph[reference[0]]["inputs"]["value"] if isinstance(reference, list) else reference
+
+
+def set_value(graph: dict[str, Any], inputs: dict[str, Any], name: str, new: Any) -> None:
+    """Set an input, or the primitive node it is linked to."""
+    if isinstance(inputs[name], list):
+        graph[inputs[name][0]]["inputs"]["value"] = new
+    else:
+        inputs[name] = new
+
+
+def at_cpu_size(graph: dict[str, Any], size: int = 64, frames: int = 9, steps: int = 2) -> dict[str, Any]:
+    """A shipped workflow at a CPU size: a ``size``-px latent (``frames`` long for a video) and ``steps`` sampling steps;
+    everything else as shipped (the shipped sizes and schedules are tested on their own)."""
+    for node in graph.values():
+        inputs = node["inputs"]
+        if node["class_type"] in LATENTS:
+            for name in ("width", "height"):
+                set_value(graph, inputs, name, size)
+            if "length" in inputs:
+                inputs["length"] = frames
+        if "steps" in inputs:  # KSampler and the custom samplers' schedulers
+            inputs["steps"] = steps
     return graph

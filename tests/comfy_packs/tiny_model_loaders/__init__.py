@@ -1,17 +1,23 @@
-"""Test-only ComfyUI pack: loads tiny Flux and CogVideoX weights through ComfyUI's own classes, and reports what nodes built.
+"""Test-only ComfyUI pack: loads tiny models through ComfyUI's own classes, and reports what nodes built.
 
-The stock loaders cannot take small weights (UNETLoader hard-codes Flux's 24 heads, DualCLIPLoader/CLIPLoader always
-build a 4.7B-parameter T5-XXL, VAELoader builds CogVideoX's VAE at full size). These loaders read the small config stored
-in the safetensors metadata by ``tests/support/comfy_weights.py`` and otherwise follow ComfyUI's code paths:
-  TinyFluxUNETLoader        model_detection.model_config_from_unet_config -> model_base.Flux -> ModelPatcher
+The stock loaders cannot take some small weights (UNETLoader's detection fixes Flux's 24 heads and Chroma's, PixArt's and
+Mochi's sizes, DualCLIPLoader/CLIPLoader always build a 4.7B-parameter T5-XXL, VAELoader builds CogVideoX's and Mochi's
+VAEs at full size). These loaders read the small config stored in the safetensors metadata by
+``tests/support/comfy_weights.py`` and otherwise follow ComfyUI's code paths:
+  TinyUNETLoader            model_detection.model_config_from_unet_config -> model_base.Flux / Chroma / PixArt /
+                            Mochi -> ModelPatcher
   TinyFluxDualCLIPLoader    comfy.sd.load_clip(clip_type=FLUX, model_options=<small configs>)
                             -> FluxClipModel + FluxTokenizer (real T5 and CLIP-L tokenizers)
   TinyCogVideoXCLIPLoader   the CLIP that CLIPLoader type cogvideox builds (cogvideo_te + CogVideoXTokenizer), T5 small
   TinyCogVideoXVAELoader    comfy.sd.VAE's CogVideoX branch with AutoencoderKLCogVideoX built small
-(The tiny CogVideoX transformer itself loads through the stock UNETLoader.) Shipped workflows run in tests with only
+  TinyMochiVAELoader        comfy.sd.VAE's Mochi branch with its encoder and decoder built small
+  TinyT5CLIPLoader          CLIPLoader's own path for a tiny T5 of any T5 CLIP type
+(The tiny CogVideoX transformer loads through the stock UNETLoader, the tiny SD3 and LTX-Video checkpoints through the
+stock CheckpointLoaderSimple.) Shipped workflows run in tests with only
 their model loaders swapped for these.
 """
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -43,7 +49,7 @@ def loaded_models() -> list[str]:
     return [type(loaded.model.model).__name__ for loaded in mm.current_loaded_models]
 
 
-class TinyFluxUNETLoader:
+class TinyUNETLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"unet_name": (folder_paths.get_filename_list("diffusion_models"),)}}
@@ -54,7 +60,7 @@ class TinyFluxUNETLoader:
 
     def load(self, unet_name):
         path = folder_paths.get_full_path_or_raise("diffusion_models", unet_name)
-        config = json.loads(_metadata(path)["tiny_flux_config"])
+        config = json.loads(_metadata(path)["tiny_unet_config"])
         sd = comfy.utils.load_torch_file(path, safe_load=True)
         model_config = comfy.model_detection.model_config_from_unet_config(config, sd)
         device = mm.get_torch_device()
@@ -114,13 +120,35 @@ class TinyCogVideoXCLIPLoader:
                               parameters=comfy.utils.calculate_parameters(sd), state_dict=[sd], model_options=options),)
 
 
+HIDREAM_T5_MARKER = "encoder.block.23.layer.1.DenseReluDense.wi_1.weight"
 T5_CLIP_TYPES = ("sd3", "chroma", "pixart", "ltxv", "mochi", "cogvideox", "wan", "hidream", "cosmos")
+
+
+def _llama_tokenizer_stand_in(*args, tokenizer_data={}, min_length=256, pad_token=128258, **kwargs):  # noqa: B006 (as ComfyUI's)
+    """Llama-3's tokenizer as HiDream's CLIP builds it, from the Qwen2.5 BPE files of the same ComfyUI tree (read as
+    ComfyUI's Qwen-Image reads them): the vendored 0.33 tree lacks llama_tokenizer/tokenizer.json, and no Llama text is
+    encoded here."""
+    import comfy.sd1_clip
+    from transformers import Qwen2Tokenizer
+
+    qwen = os.path.join(os.path.dirname(comfy.sd.__file__), "text_encoders", "qwen25_tokenizer")
+    return comfy.sd1_clip.SDTokenizer(qwen, pad_with_end=False, embedding_size=4096, embedding_key="llama",
+                                      tokenizer_class=Qwen2Tokenizer, has_start_token=False,
+                                      has_end_token=False, max_length=99999999, pad_token=pad_token, min_length=min_length,
+                                      tokenizer_data=tokenizer_data)
+
+
+def _without_llama_tokenizer() -> bool:
+    return not os.path.isfile(os.path.join(os.path.dirname(comfy.sd.__file__), "text_encoders", "llama_tokenizer",
+                                           "tokenizer.json"))
 
 
 class TinyT5CLIPLoader:
     """CLIPLoader's own path (comfy.sd.load_text_encoder_state_dicts) for a tiny T5 of any T5 CLIP type: the detection
     that reads T5-XXL by its 24th block is told what the file stands for (Cosmos: the old T5); Wan's tokenizer, stored in
-    its weights file, is stood in for by a SentencePiece model from the ComfyUI tree (and its vocabulary by T5's)."""
+    its weights file, is stood in for by a SentencePiece model from the ComfyUI tree (and its vocabulary by T5's);
+    HiDream's encoder, which routes a state dict to its T5 by T5-XXL's 24th block, gets that block's key as a marker
+    (an unexpected key, left unused), and its Llama tokenizer, where the tree lacks it, is the tree's Qwen2.5 tokenizer."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -138,9 +166,13 @@ class TinyT5CLIPLoader:
             spiece = os.path.join(os.path.dirname(comfy.sd.__file__), "text_encoders", "t5_pile_tokenizer", "tokenizer.model")
             with open(spiece, "rb") as f:
                 sd["spiece_model"] = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+        if type == "hidream":
+            sd[HIDREAM_T5_MARKER] = torch.zeros(1)
         tiny = {**json.loads(_metadata(path)["tiny_t5xxl_config"]), "vocab_size": sd["shared.weight"].shape[0]}  # UMT5's is 256k
         detected = comfy.sd.TEModel.T5_XXL_OLD if type == "cosmos" else comfy.sd.TEModel.T5_XXL
-        with mock.patch.object(comfy.sd, "detect_te_model", return_value=detected):
+        llama = (mock.patch("comfy.text_encoders.hunyuan_video.LLAMA3Tokenizer", _llama_tokenizer_stand_in)
+                 if type == "hidream" and _without_llama_tokenizer() else contextlib.nullcontext())
+        with mock.patch.object(comfy.sd, "detect_te_model", return_value=detected), llama:
             clip = comfy.sd.load_text_encoder_state_dicts(
                 [sd], embedding_directory=folder_paths.get_folder_paths("embeddings"),
                 clip_type=getattr(comfy.sd.CLIPType, type.upper()),
@@ -214,6 +246,36 @@ class TinyCogVideoXVAELoader:
         config = json.loads(_metadata(path)["tiny_cogvideox_vae_config"])
         small = functools.partial(cogvideo_vae.AutoencoderKLCogVideoX, **config)
         with mock.patch.object(cogvideo_vae, "AutoencoderKLCogVideoX", small):
+            vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(path, safe_load=True))
+        vae.throw_exception_if_invalid()
+        return (vae,)
+
+
+class TinyMochiVAELoader:
+    """comfy.sd.VAE's Mochi branch with the VAE's encoder and decoder built from the sizes in the file's metadata (ComfyUI's
+    Mochi VideoVAE takes none)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": (folder_paths.get_filename_list("vae"),)}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "testing/tiny_models"
+
+    def load(self, vae_name):
+        import comfy.ldm.genmo.vae.model as mochi_vae
+
+        path = folder_paths.get_full_path_or_raise("vae", vae_name)
+        config = json.loads(_metadata(path)["tiny_mochi_vae_config"])
+
+        class TinyVideoVAE(mochi_vae.VideoVAE):
+            def __init__(self):
+                torch.nn.Module.__init__(self)
+                self.encoder = mochi_vae.Encoder(**config["encoder"])
+                self.decoder = mochi_vae.Decoder(**config["decoder"])
+
+        with mock.patch.object(mochi_vae, "VideoVAE", TinyVideoVAE):
             vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(path, safe_load=True))
         vae.throw_exception_if_invalid()
         return (vae,)
@@ -462,13 +524,13 @@ if getattr(PromptServer, "instance", None) is not None:  # unset when ComfyUI's 
     PromptServer.instance.routes.post("/thinkdiff_test/interrupt_after")(interrupt_after)
 
 
-NODE_CLASS_MAPPINGS = {"TinyFluxUNETLoader": TinyFluxUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader,
+NODE_CLASS_MAPPINGS = {"TinyUNETLoader": TinyUNETLoader, "TinyFluxDualCLIPLoader": TinyFluxDualCLIPLoader,
                        "TestConditioningInfo": TestConditioningInfo, "TestLoadedModels": TestLoadedModels,
                        "TestSigmas": TestSigmas, "TestT5Encode": TestT5Encode, "TestSaveFeatures": TestSaveFeatures,
                        "TestFreeMemory": TestFreeMemory, "TestVLMInfo": TestVLMInfo,
                        "TestThinkPartiallyLoaded": TestThinkPartiallyLoaded, "TestForceEOS": TestForceEOS,
                        "TinyT5CLIPLoader": TinyT5CLIPLoader, "TestT5Tokens": TestT5Tokens,
-                       "TestIdentityAligner": TestIdentityAligner}
+                       "TestIdentityAligner": TestIdentityAligner, "TinyMochiVAELoader": TinyMochiVAELoader}
 if importlib.util.find_spec("comfy.ldm.cogvideo"):  # native CogVideoX: ComfyUI 0.21+
     NODE_CLASS_MAPPINGS.update(TinyCogVideoXCLIPLoader=TinyCogVideoXCLIPLoader, TinyCogVideoXVAELoader=TinyCogVideoXVAELoader)
 NODE_DISPLAY_NAME_MAPPINGS = {name: f"{name} (test)" for name in NODE_CLASS_MAPPINGS}
