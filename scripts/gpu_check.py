@@ -14,7 +14,8 @@ the VLM loader's own code (``vlm_patcher``) in each weight format and thinks as 
   streamed      a think (32 tokens) with only 6 GB of the GPU free (the rest held by a ballast tensor), so that ComfyUI
                 loads part of the model and streams the rest per layer: s, ms/token and the GB ComfyUI had loaded
                 (default and fp8 only: bitsandbytes models cannot stream, and are refused when they do not fit)
-  cancel tok    Cancel pressed half-way through a token: how long the think ran on, in tokens (goal: at most 1)
+  after Cancel  Cancel pressed half-way through a token: the tokens finished after the press (goal: 0, the think stops
+                with the token in flight) and the milliseconds from the press to the stop
 
 ``--dry-run`` runs every step on the CPU with a tiny model (CI runs it): GPU-memory columns show ``-``, and the
 streamed think has no ballast to hold (ComfyUI always loads whole on the CPU; tests/test_offload_proxy.py drives its
@@ -59,7 +60,7 @@ class Row:
     bound_ms: float | None = None
     unload_mb: float | None = None
     streamed: str = "-"
-    cancel_tokens: float | None = None
+    cancel: str = "-"
 
 
 def cuda(device: torch.device) -> bool:
@@ -161,7 +162,7 @@ class Check:
             row.peak_gb = (torch.cuda.max_memory_allocated(self.device) - baseline) / GB
         if self.bandwidth:
             row.bound_ms = 1000 * language_bytes(patcher.model) / self.bandwidth
-        row.cancel_tokens = self.cancel(patcher, row.ms_per_token)
+        row.cancel = self.cancel(patcher, row.ms_per_token)
         self.mm.unload_all_models()
         settle(self.device)
         if cuda(self.device):
@@ -171,13 +172,16 @@ class Check:
         del patcher
         return row
 
-    def cancel(self, patcher: object, ms_per_token: float) -> float:
-        """Press Cancel half a token after the third token; how long the think ran on, in tokens."""
+    def cancel(self, patcher: object, ms_per_token: float) -> str:
+        """Press Cancel half a token after the third token: the tokens finished after the press (0: the think stopped
+        with the token in flight) and the time from the press to the stop."""
         pressed: list[float] = []
         press = threading.Timer(ms_per_token / 2000, lambda: (pressed.append(time.perf_counter()),
                                                              self.mm.interrupt_current_processing(True)))
+        finished: list[float] = []
 
         def on_token(step: int, total: int, ids: torch.Tensor) -> None:
+            finished.append(time.perf_counter())
             if step == 3:
                 press.start()
 
@@ -190,7 +194,8 @@ class Check:
         finally:
             press.cancel()
             self.mm.interrupt_current_processing(False)
-        return 1000 * (stopped - pressed[0]) / ms_per_token
+        after = sum(t > pressed[0] for t in finished)
+        return f"{after} ({1000 * (stopped - pressed[0]):.0f} ms)"
 
     def streamed(self, patcher: object) -> str:
         """A think with only 6 GB of the GPU free: how much ComfyUI loaded, and the speed of the rest streamed."""
@@ -229,7 +234,7 @@ def main() -> None:
               f"{figure(check.bandwidth and check.bandwidth / GB, '.0f')} GB/s; model saved in "
               f"{time.perf_counter() - started:.0f} s", flush=True)
         print("| weights | stored GB | peak GB | think s | ms/tok | bound ms/tok | unload MB | streamed (6 GB free) "
-              "| cancel tok |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+              "| tokens after Cancel |\n|---|---|---|---|---|---|---|---|---|", flush=True)
         for weights in args.formats.split(","):
             try:
                 row = check.row(weights)
@@ -238,7 +243,7 @@ def main() -> None:
                 continue
             print(f"| {row.weights} | {row.stored_gb:.4g} | {figure(row.peak_gb, '.2f')} | {row.think_s:.1f} | "
                   f"{row.ms_per_token:.1f} | {figure(row.bound_ms, '.1f')} | {figure(row.unload_mb, '.0f')} | "
-                  f"{row.streamed} | {figure(row.cancel_tokens, '.2f')} |", flush=True)
+                  f"{row.streamed} | {row.cancel} |", flush=True)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

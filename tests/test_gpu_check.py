@@ -16,7 +16,7 @@ from thinkdiff.weight_formats import WEIGHT_FORMATS, is_bitsandbytes
 
 GB = 10**9
 COLUMNS = ["weights", "stored GB", "peak GB", "think s", "ms/tok", "bound ms/tok", "unload MB", "streamed (6 GB free)",
-           "cancel tok"]
+           "tokens after Cancel"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_every_format_thinks_cancels_and_unloads(table, weights):
         return
     assert float(row["stored GB"]) == pytest.approx(TINY_64.weight_bytes(weights) / GB, rel=0.01)  # bf16, as loaded
     assert float(row["think s"]) > 0 and float(row["ms/tok"]) > 0
-    assert 0 <= float(row["cancel tok"]) <= 1.0  # Cancel stops the think within one token
+    assert row["tokens after Cancel"].split()[0] in ("0", "1")  # Cancel stops the think within one token
     assert row["peak GB"] == row["unload MB"] == row["bound ms/tok"] == "-"  # no GPU memory to read on the CPU
     if is_bitsandbytes(weights):
         assert row["streamed (6 GB free)"] == "-"  # bitsandbytes models cannot stream
