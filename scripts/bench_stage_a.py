@@ -22,7 +22,8 @@ measures instead the host RAM of vLLM's states phase for one chunk of --requests
 tokens each), each way in a fresh process with its engine warmed up: before (0.2: one LLM.encode per chunk, the answer
 rows kept as views of the outputs, which hold every position) and after (training.vllm_stage_a.answer_states: streamed,
 a copy of the answer rows at the storage dtype). Printed: the peak growth of the process's resident memory over the
-chunk (Linux: VmHWM, reset first), the bytes the kept states hold, seconds, and the ratios.
+chunk (Linux: VmHWM, reset first; the engine core runs in the process on the CPU) and the bytes the kept states hold,
+with their ratios.
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def resident_kib(field: str) -> int:
 
 def _states_memory(streamed: bool, config: Config, requests: list[dict[str, Any]], results: Any) -> None:
     """In its own process: a pooling engine, warmed up on two requests; then one chunk. Reports (peak RSS growth,
-    bytes held by the kept states, seconds)."""
+    bytes held by the kept states)."""
     import gc
 
     from vllm import LLM
@@ -179,11 +180,11 @@ def _states_memory(streamed: bool, config: Config, requests: list[dict[str, Any]
     states(2)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # the peak resident size starts again from the current one
-    started, resident = time.perf_counter(), resident_kib("VmRSS")
+    resident = resident_kib("VmRSS")
     kept = states(len(prompts))
-    seconds, peak = time.perf_counter() - started, resident_kib("VmHWM") - resident
+    peak = resident_kib("VmHWM") - resident
     held = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in kept}.values())
-    results.put((peak * 1024, held, seconds))
+    results.put((peak * 1024, held))
 
 
 def states_memory(config: Config, items: list[tuple[int, Pair]], tokens: int, side: int) -> None:
@@ -203,12 +204,12 @@ def states_memory(config: Config, items: list[tuple[int, Pair]], tokens: int, si
         process.start()
         figures[name] = results.get()
         process.join()
-    (peak_before, held_before, _), (peak_after, held_after, _) = figures.values()
+    (peak_before, held_before), (peak_after, held_after) = figures.values()
     print(f"  vLLM states phase, host RAM for one chunk of {len(items)} requests ({side}x{side} px, {tokens} answer "
           f"tokens, storage {config.precompute.storage_dtype}):")
-    print(f"  {'run':32} {'peak RSS growth':>16} {'kept states':>12} {'seconds':>8}")
-    for name, (peak, held, seconds) in figures.items():
-        print(f"  {name:32} {peak / 2**20:12.1f} MiB {held / 2**20:8.1f} MiB {seconds:8.2f}")
+    print(f"  {'run':32} {'peak RSS growth':>16} {'kept states':>12}")
+    for name, (peak, held) in figures.items():
+        print(f"  {name:32} {peak / 2**20:12.1f} MiB {held / 2**20:8.1f} MiB")
     print(f"  {'ratio before / after':32} {peak_before / max(peak_after, 1):15.1f}x {held_before / held_after:11.1f}x")
 
 
