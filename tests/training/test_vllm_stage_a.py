@@ -12,10 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.support.vlm_states import prefill_states
 from tests.training.conftest import tiny_run_config
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.sampling_options import SamplingOptions
-from thinkdiff.vlm import VLMRequest, final_norm
+from thinkdiff.vlm import VLMRequest
 from training import vllm_stage_a
 from training.config import Config, load_config
 from training.pairs import Pair
@@ -65,19 +66,10 @@ def test_the_answer_rows_are_the_states_that_sampled_the_answer(encoder):
     inputs = encoder.prepare([VLMRequest("Describe the image concisely.", [Image.new("RGB", (56, 84), (200, 30, 90))])])
     out = encoder.generate(inputs, SamplingOptions(max_new_tokens=7, temperature=1.3, top_p=0.95, stop_at_eos=False, seed=5))[0]
     assert len(out.token_ids) == 7
-    answer = out.token_ids[None]
-    appended = {"input_ids": answer, "attention_mask": torch.ones_like(answer), "mm_token_type_ids": torch.zeros_like(answer)}
-    sequence = {name: torch.cat([value, appended[name]], dim=1) if name in appended else value for name, value in inputs.items()}
-    states: list[torch.Tensor] = []
-    handle = final_norm(encoder.model).register_forward_hook(lambda _module, _inputs, output: states.append(output[0]))
-    try:
-        with torch.no_grad():
-            encoder.model(**sequence)
-    finally:
-        handle.remove()
-    assert states[0].shape[0] == inputs["input_ids"].shape[1] + 7
-    torch.testing.assert_close(answer_rows(states[0], 7), out.features, rtol=0, atol=1e-5)
-    for shifted in (states[0][-9:-2], states[0][-7:]):  # a row off does not pass
+    states = prefill_states(encoder, inputs, out.token_ids)
+    assert states.shape[0] == inputs["input_ids"].shape[1] + 7
+    torch.testing.assert_close(answer_rows(states, 7), out.features, rtol=0, atol=1e-5)
+    for shifted in (states[-9:-2], states[-7:]):  # a row off does not pass
         assert not torch.allclose(shifted, out.features, atol=1e-2)
 
 
