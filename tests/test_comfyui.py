@@ -653,7 +653,7 @@ def test_each_weight_format_thinks_close_to_the_default_and_is_sized_as_stored(c
     differ = (reference["token_ids"] != ours["token_ids"]).nonzero()
     same = int(differ[0]) if len(differ) else len(ours["token_ids"])
     cosine = torch.nn.functional.cosine_similarity(reference["features"], ours["features"], dim=-1)[:same + 1]
-    assert same >= 2 and cosine.min() > {"fp8_e4m3fn": 0.99, "bnb_8bit": 0.97, "bnb_nf4": 0.9}[weights], (cosine, same)
+    assert cosine.min() > {"fp8_e4m3fn": 0.99, "bnb_8bit": 0.97, "bnb_nf4": 0.9}[weights], (cosine, same)
     default_info, info = (json.loads(r.texts("10")[0]) for r in (default, other))
     # the tiny VLM (fp32) has 14 language-model Linear layers, 2 x (q, k, v, o, gate, up, down), and an untied lm_head
     config = json.loads((comfy.base / "models" / "LLM" / TINY_VLM / "config.json").read_text())
