@@ -15,6 +15,15 @@ engine start (printed apart) and are medians of --repeats after a warm-up (the t
 change in the machine's load hits them alike). Sizes: tiny = text 64 wide, 2 heads of 32
 (vLLM's CPU attention needs head sizes >= 32); mid = Qwen2-VL-2B widths (1536, 12 heads of 128), 2 text and 2 vision
 layers. Without vLLM installed the vLLM rows are left out.
+
+    .dev/venv-vllm/bin/python scripts/bench_stage_a.py --states-memory --sizes mid --requests 64 --side 448
+
+measures instead the host RAM of vLLM's states phase for one chunk of --requests (--side px images, --tokens answer
+tokens each), each way in a fresh process with its engine warmed up: before (0.2: one LLM.encode per chunk, the answer
+rows kept as views of the outputs, which hold every position) and after (training.vllm_stage_a.answer_states: streamed,
+a copy of the answer rows at the storage dtype). Printed: the peak growth of the process's resident memory over the
+chunk (Linux: VmHWM, reset first; the engine core runs in the process on the CPU) and the bytes the kept states hold,
+with their ratios.
 """
 
 from __future__ import annotations
@@ -107,8 +116,7 @@ def _vllm_phase(phase: str, config: Config, requests: list[dict[str, Any]], repe
     from training.vllm_stage_a import answer_rows, engine_arguments, prompt_ids, sampling_arguments
 
     started = time.perf_counter()
-    pooling = {"runner": "pooling", "convert": "embed", "pooler_config": {"task": "token_embed", "use_activation": False}}
-    llm = LLM(**engine_arguments(config, **(pooling if phase == "states" else {})))
+    llm = LLM(**engine_arguments(config, **(POOLING if phase == "states" else {})))
     startup = time.perf_counter() - started
     if phase == "tokens":
         tokenizer = AutoTokenizer.from_pretrained(str(config.path(config.precompute.vlm)))
@@ -130,6 +138,79 @@ def _vllm_phase(phase: str, config: Config, requests: list[dict[str, Any]], repe
             answer_rows(output.outputs.data, len(request["token_ids"]))
 
     results.put((startup, timed({phase: run}, repeats, "cpu")[phase], None, None))
+
+
+POOLING = {"runner": "pooling", "convert": "embed", "pooler_config": {"task": "token_embed", "use_activation": False}}
+
+
+def states_as_in_0_2(llm: Any, prompts: list[Any], lengths: list[int]) -> list[torch.Tensor]:
+    """The 0.2 states phase on one chunk: one LLM.encode, each answer's rows kept as a view of its output."""
+    from training.vllm_stage_a import answer_rows
+
+    return [answer_rows(o.outputs.data, n) for o, n in zip(llm.encode(prompts, pooling_task="token_embed", use_tqdm=False),
+                                                           lengths, strict=True)]
+
+
+def resident_kib(field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process, KiB."""
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def _states_memory(streamed: bool, config: Config, requests: list[dict[str, Any]], results: Any) -> None:
+    """In its own process: a pooling engine, warmed up on two requests; then one chunk. Reports (peak RSS growth,
+    bytes held by the kept states)."""
+    import gc
+
+    from vllm import LLM
+    from vllm.inputs import TokensPrompt
+
+    from training.vllm_stage_a import answer_states, engine_arguments
+
+    llm = LLM(**engine_arguments(config, **POOLING))
+    prompts = [TokensPrompt(prompt_token_ids=r["prompt_ids"] + r["token_ids"], multi_modal_data={"image": r["image"]})
+               for r in requests]
+    lengths = [len(r["token_ids"]) for r in requests]
+
+    def states(count: int) -> list[torch.Tensor]:
+        if streamed:
+            return answer_states(llm.llm_engine, prompts[:count], lengths[:count], DTYPES[config.precompute.storage_dtype])
+        return states_as_in_0_2(llm, prompts[:count], lengths[:count])
+
+    states(2)
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # the peak resident size starts again from the current one
+    resident = resident_kib("VmRSS")
+    kept = states(len(prompts))
+    peak = resident_kib("VmHWM") - resident
+    held = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in kept}.values())
+    results.put((peak * 1024, held))
+
+
+def states_memory(config: Config, items: list[tuple[int, Pair]], tokens: int, side: int) -> None:
+    from transformers import AutoTokenizer
+
+    from training.vllm_stage_a import prompt_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(str(config.path(config.precompute.vlm)))
+    answer = (tokenizer("A detailed photo of a red brick house by a lake, with trees.").input_ids * tokens)[:tokens]
+    requests = [{"prompt_ids": prompt_ids(tokenizer, instruction_for(config.precompute.instructions, SEED, i)),
+                 "token_ids": answer, "image": pair.image} for i, pair in items]
+    context = multiprocessing.get_context("spawn")
+    figures = {}
+    for name, streamed in (("before (0.2: encode, views)", False), ("after (streamed answer rows)", True)):
+        results = context.Queue()
+        process = context.Process(target=_states_memory, args=(streamed, config, requests, results))
+        process.start()
+        figures[name] = results.get()
+        process.join()
+    (peak_before, held_before), (peak_after, held_after) = figures.values()
+    print(f"  vLLM states phase, host RAM for one chunk of {len(items)} requests ({side}x{side} px, {tokens} answer "
+          f"tokens, storage {config.precompute.storage_dtype}):")
+    print(f"  {'run':32} {'peak RSS growth':>16} {'kept states':>12}")
+    for name, (peak, held) in figures.items():
+        print(f"  {name:32} {peak / 2**20:12.1f} MiB {held / 2**20:8.1f} MiB")
+    print(f"  {'ratio before / after':32} {peak_before / max(peak_after, 1):15.1f}x {held_before / held_after:11.1f}x")
 
 
 def vllm_rows(config: Config, items: list[tuple[int, Pair]], args: argparse.Namespace) -> tuple[dict[str, tuple[float, int]], str]:
@@ -163,7 +244,11 @@ def bench(size: str, args: argparse.Namespace, folder: Path) -> None:
     config = Config()
     config.precompute.vlm, config.precompute.dtype, config.precompute.max_new_tokens = str(folder), args.dtype, tokens
     config.precompute.vllm = {"enforce_eager": True} if args.device == "cpu" else {}  # torch.compile: minutes on a 2-core CPU
-    items = [(i, Pair(str(i), Image.new("RGB", (224, 224), (37 * i % 256, 120, 200 - 11 * i % 200)), "")) for i in range(args.requests)]
+    items = [(i, Pair(str(i), Image.new("RGB", (args.side, args.side), (37 * i % 256, 120, 200 - 11 * i % 200)), ""))
+             for i in range(args.requests)]
+    if args.states_memory:
+        print(f"\n[{size}] Qwen2-VL {width} widths, {layers or 2} layers ({args.dtype}, {args.device})")
+        return states_memory(config, items, tokens, args.side)
     rows = transformers_rows(config, items, args)
     note = "vLLM: not installed here (run in .dev/venv-vllm, scripts/bootstrap_vllm.sh)"
     if importlib.util.find_spec("vllm") is not None:
@@ -188,6 +273,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=0, help="answer length cap (default: tiny 32, mid 16)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--side", type=int, default=224, help="image side in pixels")
+    parser.add_argument("--states-memory", action="store_true",
+                        help="instead: host RAM of vLLM's states phase for one chunk of --requests, before and after streaming")
     args = parser.parse_args()
     if args.device == "cpu":  # vLLM's CPU build: the engine core in-process (starts in half the time), a small KV cache
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")

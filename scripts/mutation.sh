@@ -1,25 +1,48 @@
 #!/usr/bin/env bash
-# Mutation testing with mutmut 3: deliberate small bugs in the library's core modules (aligner, aligner files, the
-# tensors-only unpickler, the VLM, T5 token fitting, images) and in the node adapters, each run against the tests that
-# reach it: the fast library tests and in-process copies of the ComfyUI end-to-end tests (tests/inprocess). A surviving
-# mutant is a bug no test would catch. Separate from CI (it takes a long while on 2 cores).
-#   bash scripts/mutation.sh                  # run everything (resumes where a previous run stopped), then the score per file
+# Mutation testing with mutmut 3: deliberate small bugs in every module of thinkdiff/, nodes/, training/ and evaluation/,
+# each run against the tests that reach it (pyproject.toml's [tool.mutmut]): the in-process tests and in-process copies
+# of the ComfyUI end-to-end tests (tests/inprocess). The vLLM-only module, training/vllm_stage_a.py, runs apart in
+# .dev/venv-vllm (scripts/mutmut-vllm.cfg). A surviving mutant is a bug no test would catch. Separate from CI (hours).
+#   bash scripts/mutation.sh                  # run everything (resumes where a previous run stopped), then the scores
 #   bash scripts/mutation.sh "thinkdiff.*"    # only these mutants (mutmut's name patterns), e.g. "nodes.text_encoding.*"
-#   bash scripts/mutation.sh report           # the score of the last run only
-# Survivors: `.dev/venv-mutmut/bin/mutmut results`, one shown with `.dev/venv-mutmut/bin/mutmut show NAME`.
+#   bash scripts/mutation.sh vllm [PATTERN]   # training/vllm_stage_a.py in .dev/venv-vllm, from a copy in .dev/mutation-vllm
+#   bash scripts/mutation.sh report           # the scores per module of both runs so far (scripts/mutation_report.py)
+# Survivors: `.dev/venv-mutmut/bin/mutmut results`, one shown with `.dev/venv-mutmut/bin/mutmut show NAME` (for the vLLM
+# run: the same from .dev/mutation-vllm with .dev/venv-mutmut-vllm). Judged equivalent: docs/development.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEV=${THINKDIFF_DEV_DIR:-$HERE/.dev}
-VENV=$DEV/venv-mutmut
-bash "$HERE/scripts/bootstrap.sh"
-if [ ! -x "$VENV/bin/mutmut" ]; then
-  bash "$HERE/scripts/overlay_venv.sh" "$DEV/venv" "$VENV"
-  "$VENV/bin/pip" install -q "mutmut>=3.8,<4"
-fi
-cd "$HERE"
 export THINKDIFF_DEV_DIR=$DEV THINKDIFF_INPROCESS=1  # mutmut runs the tests from a copy in mutants/
 # mutmut forks a child per mutant from a process that has run torch: a parent OpenMP thread pool deadlocks such children.
 # One thread each (mutmut runs one child per core).
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-[ "${1:-}" = report ] || "$VENV/bin/mutmut" run "$@" || true
-exec "$VENV/bin/python" scripts/mutation_report.py
+
+mutmut_in() {  # mutmut_in BASE_VENV MUTMUT_VENV: an overlay of BASE with mutmut
+  if [ ! -x "$2/bin/mutmut" ]; then
+    bash "$HERE/scripts/overlay_venv.sh" "$1" "$2"
+    "$2/bin/pip" install -q "mutmut>=3.8,<4"
+  fi
+}
+
+case "${1:-}" in
+  report) ;;
+  vllm)
+    shift
+    bash "$HERE/scripts/bootstrap_vllm.sh"
+    mutmut_in "$DEV/venv-vllm" "$DEV/venv-mutmut-vllm"
+    COPY=$DEV/mutation-vllm
+    mkdir -p "$COPY"
+    (cd "$HERE" && git ls-files -z | xargs -0 cp -u --parents -t "$COPY")  # -u: unchanged files keep their age, so mutmut resumes
+    "$DEV/venv-vllm/bin/python" -c 'import sys; p = sys.argv[1]; s = open(p).read(); open(p, "w").write(s.split("[tool.mutmut]")[0])' \
+        "$COPY/pyproject.toml"
+    cp "$HERE/scripts/mutmut-vllm.cfg" "$COPY/setup.cfg"
+    (cd "$COPY" && "$DEV/venv-mutmut-vllm/bin/mutmut" run "$@") || true
+    ;;
+  *)
+    bash "$HERE/scripts/bootstrap.sh"
+    mutmut_in "$DEV/venv" "$DEV/venv-mutmut"
+    (cd "$HERE" && "$DEV/venv-mutmut/bin/mutmut" run "$@") || true
+    ;;
+esac
+mutmut_in "$DEV/venv" "$DEV/venv-mutmut"
+exec "$DEV/venv-mutmut/bin/python" "$HERE/scripts/mutation_report.py" "$HERE/mutants" "$DEV/mutation-vllm/mutants"

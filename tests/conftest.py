@@ -19,6 +19,12 @@ def tiny_vlm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tied_vlm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Qwen2-VL with its head tied to the embeddings, as in Qwen2-VL-2B (the default one is untied, as the 7B)."""
+    return make_qwen2vl(tmp_path_factory.mktemp("models") / "tiny-random-Qwen2-VL-tied", tied=True)
+
+
+@pytest.fixture(scope="session")
 def encoder(tiny_vlm_folder: Path):
     from thinkdiff.vlm import QwenVLEncoder
 

@@ -654,24 +654,28 @@ def test_each_weight_format_thinks_close_to_the_default_and_is_sized_as_stored(c
     default, other = comfy.run(vlm_graph("default", "format_default")), comfy.run(vlm_graph(weights, f"format_{weights}"))
     assert default.ok and other.ok, default.error + other.error
     reference, ours = saved(comfy, "format_default"), saved(comfy, f"format_{weights}")
-    cosine = torch.nn.functional.cosine_similarity(reference["features"], ours["features"], dim=-1)
-    agreement = (reference["token_ids"] == ours["token_ids"]).float().mean()
-    assert cosine.min() > {"fp8_e4m3fn": 0.99, "bnb_8bit": 0.97, "bnb_nf4": 0.9}[weights] and agreement == 1.0, (cosine, agreement)
+    # Rows up to the first differing token (that one included) come from the same tokens. The random model's logits have
+    # near ties (untied head: 151,936 rows of std 0.02) that a quantized format may flip, after which the answers part.
+    differ = (reference["token_ids"] != ours["token_ids"]).nonzero()
+    same = int(differ[0]) if len(differ) else len(ours["token_ids"])
+    cosine = torch.nn.functional.cosine_similarity(reference["features"], ours["features"], dim=-1)[:same + 1]
+    assert cosine.min() > {"fp8_e4m3fn": 0.99, "bnb_8bit": 0.97, "bnb_nf4": 0.9}[weights], (cosine, same)
     default_info, info = (json.loads(r.texts("10")[0]) for r in (default, other))
-    # the tiny VLM (fp32) has 14 language-model Linear layers: 2 x (q, k, v, o, gate, up, down); lm_head is tied
+    # the tiny VLM (fp32) has 14 language-model Linear layers, 2 x (q, k, v, o, gate, up, down), and an untied lm_head
     config = json.loads((comfy.base / "models" / "LLM" / TINY_VLM / "config.json").read_text())
     text = config.get("text_config", config)
     hidden, inner, heads, kv = text["hidden_size"], text["intermediate_size"], text["num_attention_heads"], text["num_key_value_heads"]
-    head_dim = hidden // heads
+    head_dim, vocabulary = hidden // heads, text["vocab_size"]
+    assert not config.get("tie_word_embeddings", text.get("tie_word_embeddings"))
     per_layer = 2 * hidden * hidden + 2 * hidden * kv * head_dim + 3 * hidden * inner
-    channels = text["num_hidden_layers"] * (3 * hidden + 2 * kv * head_dim + 2 * inner)  # output rows of those layers
-    linear_weights = text["num_hidden_layers"] * per_layer
+    channels = text["num_hidden_layers"] * (3 * hidden + 2 * kv * head_dim + 2 * inner) + vocabulary  # output rows
+    linear_weights = text["num_hidden_layers"] * per_layer + vocabulary * hidden
     if weights == "fp8_e4m3fn":  # ComfyUI's size is the stored bytes: 1 instead of 4 per weight, a float32 scale per row
         assert default_info["size"] - info["size"] == 3 * linear_weights - 4 * channels
         assert not [name for name in info["classes"] if name.startswith("torch.nn")]  # every layer streamable
         streamed_fp8 = sum(n for name, n in info["classes"].items() if name.endswith(".StreamedCastLinear"))
         plain = default_info["classes"][COMFY_CAST + "Linear"]
-        assert streamed_fp8 == 2 * 7 and info["classes"][COMFY_CAST + "Linear"] + streamed_fp8 == plain
+        assert streamed_fp8 == 2 * 7 + 1 and info["classes"][COMFY_CAST + "Linear"] + streamed_fp8 == plain
     else:  # bitsandbytes layers (with the pack's move of their quantized state), loaded whole; smaller than fp32
         assert any(name.endswith((".Linear8bitLt", ".Linear4bit")) for name in info["classes"]), info["classes"]
         assert info["size"] < default_info["size"]

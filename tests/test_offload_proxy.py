@@ -91,7 +91,7 @@ def unlisted_bytes(model: nn.Module) -> int:
 
 
 def vlm(folder, weights: str, load_device: torch.device):
-    """The loader node's ModelPatcher (fp32 tiny Qwen2-VL, tied head), made for the CPU, then given ``load_device``."""
+    """The loader node's ModelPatcher (fp32 tiny Qwen2-VL), made for the CPU, then given ``load_device``."""
     patcher = pack().vlm_nodes.vlm_patcher(folder, CPU, torch.float32, weights)
     patcher.load_device = load_device
     return patcher
@@ -113,8 +113,10 @@ def budgets(weights: str) -> tuple[float, ...]:
     return (0.0, *BUDGETS) if weights in STREAMABLE else (0.0,)
 
 
-def test_the_size_comfyui_accounts_is_the_bytes_stored(tiny_vlm_folder, weights):
-    patcher = vlm(tiny_vlm_folder, weights, META)
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_size_comfyui_accounts_is_the_bytes_stored(tiny_vlm_folder, tied_vlm_folder, weights, tied):
+    """The 7B's untied head counts apart; the 2B's tied one (the embedding table) once."""
+    patcher = vlm(tied_vlm_folder if tied else tiny_vlm_folder, weights, META)
     assert patcher.model_size() == stored_bytes(patcher.model)
 
 

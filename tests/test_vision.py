@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2VisionModel
 
-from tests.support.tiny_models import TINY_VISION_TOWER, make_aligner, make_vision, tiny_vision_config
+from tests.support.tiny_models import TINY_VISION_TOWER, make_aligner, make_vision, tiny_vision_config, trained_looking
 from thinkdiff.__main__ import main as cli
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.vision import CLIP_MEAN, CLIP_STD, VisionTokenEncoder, image_tokens, save_vision_file
@@ -16,7 +16,7 @@ from thinkdiff.vision import CLIP_MEAN, CLIP_STD, VisionTokenEncoder, image_toke
 @pytest.fixture(scope="module")
 def tower() -> Blip2VisionModel:
     torch.manual_seed(0)
-    return Blip2VisionModel(tiny_vision_config()).eval()
+    return trained_looking(Blip2VisionModel(tiny_vision_config())).eval()
 
 
 def test_tokens_are_cls_then_the_grid_averaged_in_2x2_blocks():

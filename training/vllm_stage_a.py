@@ -9,9 +9,9 @@ process runs two phases, each resumable and each in a fresh process with one eng
 weights at a time:
 
   tokens  vLLM generates a shard's answers -> ``vllm-tokens/shard-NNNNNN.json`` (prompt ids, answer ids, text)
-  states  a pooling engine runs prompt + answer once and returns the final-norm state of every position; rows
-          P-1 .. P+N-2 (P prompt positions after image expansion, N answer tokens) make the shard, and the tokens
-          file goes.
+  states  a pooling engine runs prompt + answer once and returns the final-norm state of every position; of each
+          request, as it finishes, only rows P-1 .. P+N-2 (P prompt positions after image expansion, N answer tokens)
+          are kept, at the storage dtype; they make the shard, and the tokens file goes.
 
 Scale-out as vLLM does it: tensor parallel inside an engine (``[precompute] vllm = {tensor_parallel_size = 8}``), data
 parallel as processes with an engine each, launched by ``accelerate launch``, ``torchrun`` or SLURM (``RANK``,
@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,9 @@ from .stage_a_plan import (
 )
 
 TOKENS_DIR = "vllm-tokens"
-STATES_CHUNK = 64  # requests per pooling call: each returns a state for every position, image tokens included
+# Requests in the pooling engine at once. Each returns a state for every position, image tokens included (up to
+# ~16k at the default pixel budget): only its answer rows outlive the engine step that returns it.
+STATES_IN_FLIGHT = 64
 # A launcher's variables for torch.distributed: each engine sets up its own (tensor-parallel) group instead.
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
                       "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
@@ -128,9 +131,45 @@ def stop_token_ids(folder: Path) -> list[int]:
     return eos if isinstance(eos, list) else [eos]
 
 
+def request_samples(config: Config, tokenizer: Any, usable: list[tuple[int, Pair]]) -> list[dict[str, Any]]:
+    """The tokens file's records of usable ``(index, pair)`` items before generation: the plan's instruction, its prompt
+    ids and the sampling seed, run seed + index (the same whatever the batch, shard or process)."""
+    seed = config.run.seed
+    samples = [{"index": index, "key": pair.key, "instruction": instruction_for(config.precompute.instructions, seed, index),
+                "seed": seed + index} for index, pair in usable]
+    for sample in samples:
+        sample["prompt_ids"] = prompt_ids(tokenizer, sample["instruction"])
+    return samples
+
+
 def answer_rows(states: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """Of the states of prompt + answer, those that sampled the answer's tokens: rows P-1 .. P+N-2."""
     return states[-num_tokens - 1:-1]
+
+
+def answer_states(engine: Any, prompts: Iterable[Any], answer_lengths: Sequence[int], dtype: torch.dtype,
+                  in_flight: int = STATES_IN_FLIGHT) -> list[torch.Tensor]:
+    """Each prompt's answer rows at ``dtype``, streamed through a pooling ``vllm.LLMEngine``: at most ``in_flight``
+    requests in the engine, and of each finished request a copy of its answer rows only, so no state of every position
+    (the step's whole batch, which each output views) outlives the step that returned it."""
+    from vllm import PoolingParams
+
+    params = PoolingParams(task="token_embed")
+    rows: list[torch.Tensor | None] = [None] * len(answer_lengths)
+    waiting = enumerate(prompts)
+
+    def add(count: int) -> None:
+        for index, prompt in itertools.islice(waiting, count):
+            engine.add_request(str(index), prompt, params)
+
+    add(in_flight)
+    while engine.has_unfinished_requests():
+        finished = [output for output in engine.step() if output.finished]
+        for output in finished:
+            index = int(output.request_id)
+            rows[index] = answer_rows(output.outputs.data, answer_lengths[index]).to(dtype, copy=True)
+        add(len(finished))
+    return rows  # type: ignore[return-value]
 
 
 def tokens_file(folder: Path, shard: int) -> Path:
@@ -149,7 +188,7 @@ def generate_tokens(config: Config, pairs: PairDataset, shards: list[int]) -> No
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    pre, seed = config.precompute, config.run.seed
+    pre = config.precompute
     folder, vlm = config.path(pre.features_dir), config.path(pre.vlm)
     (folder / TOKENS_DIR).mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(vlm), local_files_only=True)
@@ -160,13 +199,10 @@ def generate_tokens(config: Config, pairs: PairDataset, shards: list[int]) -> No
     progress = Progress(sum(len(whole_shards.shard_range(s)) for s in shards), "[precompute vllm tokens]", pre.progress_every_s)
     for items in batches:
         usable = [(index, pair) for index, pair in items if pair is not None]
-        samples = [{"index": index, "key": pair.key, "instruction": instruction_for(pre.instructions, seed, index)}
-                   for index, pair in usable]
-        for sample in samples:
-            sample["prompt_ids"] = prompt_ids(tokenizer, sample["instruction"])
+        samples = request_samples(config, tokenizer, usable)
         prompts = [TokensPrompt(prompt_token_ids=s["prompt_ids"], multi_modal_data={"image": pair.image})
                    for s, (_, pair) in zip(samples, usable, strict=True)]
-        requests = [SamplingParams(**params, seed=seed + s["index"]) for s in samples]
+        requests = [SamplingParams(**params, seed=s["seed"]) for s in samples]
         outputs = llm.generate(prompts, requests, use_tqdm=False) if prompts else []
         for sample, output in zip(samples, outputs, strict=True):
             sample["token_ids"] = list(output.outputs[0].token_ids)
@@ -177,7 +213,8 @@ def generate_tokens(config: Config, pairs: PairDataset, shards: list[int]) -> No
 
 
 def compute_states(config: Config, pairs: PairDataset, shards: list[int], hidden_size: int) -> None:
-    """Phase 2: prompt + answer through a pooling engine once; the answer's rows -> the shard; the tokens file goes."""
+    """Phase 2: prompt + answer through a pooling engine once; the answer's rows, streamed -> the shard; the tokens file
+    goes."""
     from vllm import LLM
     from vllm.inputs import TokensPrompt
 
@@ -193,13 +230,9 @@ def compute_states(config: Config, pairs: PairDataset, shards: list[int], hidden
         shard_pairs = [pair for _, pair in next(images)] if samples else []
         if None in shard_pairs:
             raise ThinkDiffError(f"an image of shard {shard} was readable in the tokens phase but is not now; check the data")
-        features = []
-        for start in range(0, len(samples), STATES_CHUNK):
-            chunk = samples[start:start + STATES_CHUNK]
-            prompts = [TokensPrompt(prompt_token_ids=s["prompt_ids"] + s["token_ids"], multi_modal_data={"image": pair.image})
-                       for s, pair in zip(chunk, shard_pairs[start:start + STATES_CHUNK], strict=True)]
-            for sample, output in zip(chunk, llm.encode(prompts, pooling_task="token_embed", use_tqdm=False), strict=True):
-                features.append(answer_rows(output.outputs.data, len(sample["token_ids"])))
+        prompts = (TokensPrompt(prompt_token_ids=s["prompt_ids"] + s["token_ids"], multi_modal_data={"image": pair.image})
+                   for s, pair in zip(samples, shard_pairs, strict=True))
+        features = answer_states(llm.llm_engine, prompts, [len(s["token_ids"]) for s in samples], DTYPES[pre.storage_dtype])
         generated = [GeneratedSample(s["key"], s["instruction"], f, torch.tensor(s["token_ids"]), s["text"])
                      for s, f in zip(samples, features, strict=True)]
         write_shard(folder, shard, generated, hidden_size, skipped=record["skipped"], dtype=DTYPES[pre.storage_dtype])
@@ -221,8 +254,11 @@ def _phase_main(name: str, config: Config, *args: Any) -> None:
         sys.exit(1)
 
 
-def _run_phase(name: str, config: Config, *args: Any) -> None:
-    process = multiprocessing.get_context("spawn").Process(target=_phase_main, args=(name, config, *args), name=f"vllm-{name}")
+def _run_phase(name: str, config: Config, pairs: PairDataset, shards: list[int], *args: Any) -> None:
+    """Phase ``name`` for ``shards`` in a fresh process (one engine)."""
+    print(f"[precompute vllm] {name} phase: shards {', '.join(map(str, shards))}", flush=True)
+    process = multiprocessing.get_context("spawn").Process(target=_phase_main, args=(name, config, pairs, shards, *args),
+                                                           name=f"vllm-{name}")
     process.start()
     process.join()
     if process.exitcode != 0:
@@ -255,10 +291,15 @@ def launcher_group(launch: Launch) -> Iterator[Callable[[str | None], list[str |
         torch.distributed.destroy_process_group()
 
 
-def prepare(config: Config, launch: Launch) -> tuple[PairDataset, int]:
-    """The pairs and the VLM's width, with this process's GPUs picked and (process 0) the manifest checked and written."""
+def require_vllm() -> None:
+    """Stage A's vLLM backend needs vLLM in this environment."""
     if importlib.util.find_spec("vllm") is None:
         raise ThinkDiffError(INSTALL_HINT)
+
+
+def prepare(config: Config, launch: Launch) -> tuple[PairDataset, int]:
+    """The pairs and the VLM's width, with this process's GPUs picked and (process 0) the manifest checked and written."""
+    require_vllm()
     pre = config.precompute
     if launch.local_rank is not None and (os.environ.get("CUDA_VISIBLE_DEVICES") or torch.cuda.device_count()):
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_group(launch.local_rank, int(pre.vllm.get("tensor_parallel_size", 1)),

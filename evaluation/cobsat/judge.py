@@ -123,7 +123,7 @@ def summarize(samples: Sequence[Sample], scores_dir: Path) -> list[dict[str, Any
         rows = read_rows(scores_file(scores_dir, shot, task))
         mine = [rows.get(s.index, {}) for s in group]
         summary = {"shot": shot, "task": task, "task_name": TASKS[task].name, "samples": len(group),
-                   "judged": sum(bool(r) for r in mine), "missing_images": sum(not r.get("exists", False) for r in mine)}
+                   "judged": sum(bool(r) for r in mine), "missing_images": sum(r.get("exists") is False for r in mine)}
         for metric in SUMMARY_METRICS:
             if any(metric in r for r in mine):
                 summary[metric] = round(sum(float(r.get(metric, 0)) for r in mine) / len(group), 4)

@@ -63,9 +63,10 @@ def markdown(shot_tables: dict[int, list[Row]], judge: str, summary: list[dict[s
     for shot, rows in shot_tables.items():
         mine = [row for row in summary if row["shot"] == shot]
         missing = sum(int(row["missing_images"]) for row in mine)
+        unjudged = sum(int(row["samples"]) - int(row["judged"]) for row in mine)
         lines += ["", f"## {shot}-shot", "",
-                  f"{sum(int(row['samples']) for row in mine)} samples over {len(mine)} task(s), {missing} image(s) missing "
-                  "(counted wrong).", ""]
+                  f"{sum(int(row['samples']) for row in mine)} samples over {len(mine)} task(s), {missing} image(s) missing"
+                  f"{f', {unjudged} not judged' if unjudged else ''} (counted wrong).", ""]
         if len(mine) < len(TASKS):
             lines += ["This run covers only some tasks; its average is over those.", ""]
         lines += [header, "|---" * (len(PAPER_ORDER) + 2) + "|"]

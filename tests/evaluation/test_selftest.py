@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,6 @@ from evaluation.cobsat.protocol import TASKS
 from evaluation.cobsat.records import image_file, record_file
 from evaluation.cobsat.selftest import near_chance, selftest
 from evaluation.cobsat.synthetic import PALETTE, SHAPES, RuleJudge, render, shape_of
-from tests.support.paths import REPO
 from thinkdiff.errors import ThinkDiffError
 
 
@@ -94,21 +90,6 @@ def test_batches_never_span_tasks_and_shards_split_them(eval_config):
     assert made() == {s.key for b in batches[0::2] for s in b}
     generate(eval_config(*shard, "run.shard_index=1"))
     assert made() == {s.key for s in config.samples()}
-
-
-def test_two_processes_split_the_batches(tmp_path: Path, prompt_list: Path, standin: Path):
-    """``accelerate launch`` (here torchrun on the CPU) runs one worker per process; together they make every image."""
-    sets = [f"run.output_dir={json.dumps(str(tmp_path / 'run'))}", "run.tasks=[1, 2]", "run.shots=[2]", "run.samples_per_task=6",
-            f"data.prompt_list={json.dumps(str(prompt_list))}", f"data.dataset_root={json.dumps(str(standin))}",
-            'generate.backend="oracle"', "generate.batch_size=2"]
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                             "evaluation", "cobsat", "generate", *[a for s in sets for a in ("--set", s)]],
-                            cwd=REPO, env={**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"},
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "[generate 1/2] 12 samples, 6 in this worker's batches" in result.stdout
-    assert "[generate 2/2] 12 samples, 6 in this worker's batches" in result.stdout
-    assert len(list((tmp_path / "run" / "images").rglob("*.json"))) == 12 + 1  # + manifest.json
 
 
 def test_a_missing_image_is_wrong_and_judging_resumes(eval_config):

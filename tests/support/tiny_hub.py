@@ -26,7 +26,7 @@ from tests.test_aligner_files import original_checkpoint
 
 from .comfy_weights import FILES, TINY_T5, write_all
 from .local_hub import Repo
-from .tiny_models import TINY_VISION_TOWER, make_qwen2vl, random_aligner, tiny_vision_config
+from .tiny_models import TINY_VISION_TOWER, make_qwen2vl, random_aligner, tiny_vision_config, trained_looking
 
 FLUX_TOKEN = "hf_test_flux_licence_accepted"
 ALIGNER_WIDTHS = {"lvlm": (64, 16, 32), "clip": (TINY_VISION_TOWER["hidden_size"], 24, 32)}  # tiny Qwen / vision -> tiny T5
@@ -75,7 +75,7 @@ def thinkdiff_repo() -> tuple[Repo, dict[str, torch.nn.Module]]:
 
 def blip2_repo(folder: Path) -> tuple[Repo, dict[str, torch.Tensor]]:
     torch.manual_seed(7)
-    vision = Blip2VisionModel(tiny_vision_config()).state_dict()
+    vision = trained_looking(Blip2VisionModel(tiny_vision_config())).state_dict()
     config = Blip2Config(vision_config=tiny_vision_config().to_dict(),
                          qformer_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                                              encoder_hidden_size=TINY_VISION_TOWER["hidden_size"]),

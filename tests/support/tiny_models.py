@@ -1,6 +1,9 @@
 """Tiny random models with real tokenizers, saved the way users store real ones.
 
-Every builder is seeded, so the same call gives the same weights. Sizes:
+Every builder is seeded, so the same call gives the same weights. The weights look trained where it matters: non-zero
+biases and norm weights other than one (random initialisation gives zeros and ones, so a path that drops a bias or a
+norm would pass), and Qwen2-VL's lm_head untied from its embeddings as in Qwen2-VL-7B, ThinkDiff's VLM (``tied=True``
+gives the 2B's tied head). Sizes:
   tiny Qwen2-VL  text hidden 64, 2 layers; vision depth 2      (real Qwen2 tokenizer from the ComfyUI tree)
   tiny aligner   64 -> 128 -> 32                              (output = the tiny Flux's T5 width)
   tiny vision    BLIP-2 vision tower 48 wide, 2 layers, 224 px, patch 14 (CLIP-variant aligner 48 -> 128 -> 32: every
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import (
     AutoTokenizer,
     Blip2VisionConfig,
@@ -41,8 +45,9 @@ except ImportError:
 
 QWEN_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
                 vision_end_token_id=151653, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643)
-# The tiny test widths, and the real sizes of Qwen2-VL-2B / 7B from the library (benchmarks pass fewer layers).
-TINY = Shapes(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=151936, tied=True, vision_depth=2,
+# The tiny test widths (they stand for the 7B: an untied head), and the real sizes of Qwen2-VL-2B / 7B from the library
+# (benchmarks pass fewer layers).
+TINY = Shapes(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=151936, tied=False, vision_depth=2,
               vision_width=32, vision_heads=2, vision_mlp_ratio=2, mrope_section=(2, 3, 3))
 # bitsandbytes' 4-bit layers run on the CPU only from 64 inputs (its block size): the tiny model, 64 wide throughout
 TINY_64 = dataclasses.replace(TINY, vision_width=64)
@@ -58,9 +63,12 @@ QWEN_GENERATION_CONFIG = {"bos_token_id": 151643, "pad_token_id": 151643, "do_sa
                           "temperature": 0.01, "top_k": 1, "top_p": 0.001}
 
 
-def qwen2vl_config(width: str | Shapes = "tiny", text_layers: int | None = None,
-                   vision_layers: int | None = None) -> Qwen2VLConfig:
+def qwen2vl_config(width: str | Shapes = "tiny", text_layers: int | None = None, vision_layers: int | None = None,
+                   tied: bool | None = None) -> Qwen2VLConfig:
+    """The config of ``width`` (``tied``: the head tied to the embeddings; default: as that model)."""
     shapes = WIDTHS[width] if isinstance(width, str) else width
+    if tied is not None:
+        shapes = dataclasses.replace(shapes, tied=tied)
     if text_layers is not None:
         shapes = dataclasses.replace(shapes, layers=text_layers)
     if vision_layers is not None:
@@ -82,15 +90,28 @@ def qwen2vl_processor(min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 128
         return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, chat_template=QWEN2_VL_CHAT_TEMPLATE)
 
 
+def trained_looking(model: nn.Module) -> nn.Module:
+    """Give every bias random values (std 0.1) and every norm weight values in [0.5, 1.5], in place."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm"):
+                module.weight.uniform_(0.5, 1.5)
+            for name, parameter in module.named_parameters(recurse=False):
+                if name.endswith("bias"):  # Linear and LayerNorm biases, BLIP-2's q_bias / v_bias
+                    parameter.normal_(0.0, 0.1)
+    return model
+
+
 def make_qwen2vl(folder: Path, width: str | Shapes = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
-                 text_layers: int | None = None, vision_layers: int | None = None,
-                 init: Callable[[torch.nn.Module], object] | None = None, device: str = "cpu") -> Path:
-    """Save a random Qwen2-VL as a Hugging Face folder (weights, config, processor, generation config); ``init``
-    may overwrite the freshly initialised weights first (e.g. ``trained_like.make_trained_like``). ``device`` is where
-    the weights are drawn (a GPU draws a real-size model in seconds)."""
+                 text_layers: int | None = None, vision_layers: int | None = None, tied: bool | None = None,
+                 init: Callable[[nn.Module], object] | None = None, device: str = "cpu") -> Path:
+    """Save a random Qwen2-VL as a Hugging Face folder (weights, config, processor, generation config), with biases and
+    norms as :func:`trained_looking` sets them; ``init`` may then overwrite the weights (e.g.
+    ``trained_like.make_trained_like``). ``device`` is where the weights are drawn (a GPU draws a real-size model in
+    seconds)."""
     torch.manual_seed(seed)
     with torch.device(device):
-        model = Qwen2VLForConditionalGeneration(qwen2vl_config(width, text_layers, vision_layers))
+        model = trained_looking(Qwen2VLForConditionalGeneration(qwen2vl_config(width, text_layers, vision_layers, tied)))
     if init is not None:
         init(model)
     model = model.to(dtype).eval()
@@ -128,7 +149,8 @@ def tiny_vision_config(**overrides) -> Blip2VisionConfig:
 
 def make_vision(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    return save_vision_file(Blip2VisionModel(tiny_vision_config()).eval(), path, source_model="tiny random BLIP-2 vision (test)")
+    return save_vision_file(trained_looking(Blip2VisionModel(tiny_vision_config())).eval(), path,
+                            source_model="tiny random BLIP-2 vision (test)")
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ A freshly initialised model (N(0, 0.02) everywhere, zero biases, unit norms, a t
 nothing is small, nothing stands out, and a dropped bias or norm changes nothing. Trained LLMs differ (Qwen2-VL-7B's
 matrices have standard deviations of about 0.01 to 0.03, large q/k/v biases, norms far from 1, a few outlier rows and
 columns, and an untied head), and those are what make a format lose fidelity: e4m3fn's normal range starts at 2**-6, so
-unscaled small weights fall into its subnormals. :func:`make_trained_like` gives a model those statistics.
+unscaled small weights fall into its subnormals. :func:`make_trained_like` gives a model those matrices, on top of the
+non-zero biases and norms every tiny test model has (``tiny_models.trained_looking``).
 """
 
 from __future__ import annotations
@@ -34,19 +35,10 @@ def trained_like_matrix(rows: int, columns: int, generator: torch.Generator) -> 
 
 @torch.no_grad()
 def make_trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Overwrite ``model``'s weights in place: trained-like matrices (Linear, Embedding, an untied head), biases drawn
-    from N(0, 0.1), norm weights from [0.2, 2.5] (their biases from N(0, 0.05)). Returns the model."""
+    """Overwrite ``model``'s matrices (Linear, Embedding, an untied head) in place with trained-like ones; biases and
+    norms are :func:`tests.support.tiny_models.trained_looking`'s (``make_qwen2vl`` sets them). Returns the model."""
     generator = torch.Generator().manual_seed(seed)
     for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if not isinstance(weight, torch.Tensor):
-            continue
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            weight.copy_(trained_like_matrix(*weight.shape, generator))
-        elif weight.dim() == 1:  # RMSNorm, LayerNorm
-            weight.copy_(torch.empty(weight.shape).uniform_(0.2, 2.5, generator=generator))
-        bias = getattr(module, "bias", None)
-        if isinstance(bias, torch.Tensor):
-            std = 0.05 if weight.dim() == 1 else 0.1
-            bias.copy_(torch.randn(bias.shape, generator=generator) * std)
+            module.weight.copy_(trained_like_matrix(*module.weight.shape, generator))
     return model

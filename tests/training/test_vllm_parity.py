@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
@@ -27,7 +28,7 @@ from training.pairs import pairs_from_config
 from training.precompute import precompute
 from training.stage_a_plan import ReadyImages
 from training.transformers_stage_a import generate_batch
-from training.vllm_stage_a import TOKENS_DIR, prompt_ids, tokens_file
+from training.vllm_stage_a import TOKENS_DIR, answer_rows, answer_states, engine_arguments, prompt_ids, tokens_file
 
 pytest.importorskip("vllm", reason="vLLM is not installed in this environment: the vLLM backend's parity test runs in "
                                    ".dev/venv-vllm (scripts/bootstrap_vllm.sh; the last part of scripts/test.sh)")
@@ -140,10 +141,12 @@ def tokens_record(config: Config, shard: int, tokenizer: AutoTokenizer) -> dict:
     return {"samples": samples, "skipped": records["skipped"]}
 
 
-def test_an_interrupted_states_phase_resumes(vllm_features: Config, hd32_vlm: Path, photo_set: Path, tmp_path: Path):
+def test_an_interrupted_states_phase_resumes(vllm_features: Config, hd32_vlm: Path, photo_set: Path, tmp_path: Path,
+                                             capfd: pytest.CaptureFixture[str]):
     """Interrupted after the tokens phase, while writing shard 3: shard 0 finished, shards 1-3 answered, shard 3 half
-    written. The rerun starts no generation engine and turns 1-3 into the uninterrupted run's shards. (Which shards each
-    phase takes up on a rerun is tested without vLLM in test_vllm_stage_a.py.)"""
+    written. The rerun starts no generation engine (no tokens phase, whose process would print its progress) and turns
+    1-3 into the uninterrupted run's shards. (Which shards each phase takes up on a rerun is tested without vLLM in
+    test_vllm_stage_a.py.)"""
     done, config = features_dir(vllm_features), vllm_config(tmp_path, hd32_vlm, photo_set)
     folder = features_dir(config)
     (folder / TOKENS_DIR).mkdir(parents=True)
@@ -154,7 +157,11 @@ def test_an_interrupted_states_phase_resumes(vllm_features: Config, hd32_vlm: Pa
         tokens_file(folder, shard).write_text(json.dumps(tokens_record(vllm_features, shard, tokenizer)))
     (folder / "shard-000003.safetensors").write_bytes(b"half written")
     untouched = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-000000.*")}
+    capfd.readouterr()
     precompute(config)
+    printed = capfd.readouterr().out
+    assert "[precompute vllm] states phase: shards 1, 2, 3" in printed and "[precompute vllm states]: 11/11 samples" in printed
+    assert "tokens phase" not in printed and "[precompute vllm tokens]" not in printed
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-000000.*")} == untouched
     assert finished_shards(folder) == [0, 1, 2, 3] and not (folder / TOKENS_DIR).exists()
     for shard in (1, 2, 3):
@@ -162,3 +169,38 @@ def test_an_interrupted_states_phase_resumes(vllm_features: Config, hd32_vlm: Pa
         assert our_records == their_records
         assert torch.equal(ours["token_ids"], theirs["token_ids"]) and torch.equal(ours["offsets"], theirs["offsets"])
         torch.testing.assert_close(ours["features"], theirs["features"], rtol=0, atol=1e-6)
+
+
+def test_the_states_are_streamed_as_answer_rows(hd32_vlm: Path, photo_set: Path, tmp_path: Path):
+    """answer_states keeps at most ``in_flight`` requests in the engine and, of each, a copy of its answer rows only
+    (owning just their bytes, not the step's batch of every position that vLLM's outputs view), equal to LLM.encode's."""
+    from vllm import LLM
+    from vllm.inputs import TokensPrompt
+
+    config = vllm_config(tmp_path, hd32_vlm, photo_set)
+    llm = LLM(**engine_arguments(config, runner="pooling", convert="embed",
+                                 pooler_config={"task": "token_embed", "use_activation": False}))
+    tokenizer = AutoTokenizer.from_pretrained(str(hd32_vlm))
+    answers = [[9707 + i] * (3 + 2 * i) for i in range(5)]
+    prompts = [TokensPrompt(prompt_token_ids=prompt_ids(tokenizer, "Describe the image.") + answer,
+                            multi_modal_data={"image": Image.new("RGB", (56 + 28 * i, 84), (40 * i, 90, 200))})
+               for i, answer in enumerate(answers)]
+    engine, in_engine = llm.llm_engine, []
+
+    class Watched:  # the real engine, its number of requests seen at every step
+        def __getattr__(self, name: str):
+            return getattr(engine, name)
+
+        def step(self):
+            in_engine.append(engine.get_num_unfinished_requests())
+            return engine.step()
+
+    rows = answer_states(Watched(), iter(prompts), [len(a) for a in answers], torch.bfloat16, in_flight=2)
+    expected = [answer_rows(o.outputs.data, len(a)) for o, a in zip(llm.encode(prompts, pooling_task="token_embed",
+                                                                                use_tqdm=False), answers, strict=True)]
+    assert max(in_engine) == 2 and len(in_engine) >= 3
+    for row, reference, answer in zip(rows, expected, answers, strict=True):
+        assert row.dtype == torch.bfloat16 and row.shape == (len(answer), 64)
+        assert row.untyped_storage().nbytes() == row.numel() * 2  # its own rows, nothing of the batch
+        assert reference.untyped_storage().nbytes() > 10 * reference.numel() * 4  # what a view would have kept
+        torch.testing.assert_close(row, reference.to(torch.bfloat16), rtol=0, atol=0)
