@@ -3,10 +3,10 @@
     .dev/venv/bin/python scripts/bench_weight_formats.py [--width 2b] [--head untied] [--like trained] [--layers 4]
                                                          [--tokens 32] [--device cpu]
 
-A random Qwen2-VL of real widths (2B by default, with an untied head as 7B has, a few layers; 7B on a GPU) with
-trained-like weights (tests/support/trained_like.py: σ 0.01-0.03 per matrix, outlier rows and columns, non-zero biases,
-norms far from 1; ``--like init`` keeps transformers' initialisation) answers one image + prompt greedily in the
-reference format (bf16). The same prompt and the same generated tokens are then run teacher-forced through each format:
+A random Qwen2-VL of real widths (2B by default, with an untied head as 7B has, a few layers; 7B on a GPU), with the
+tiny test models' non-zero biases and norms and trained-like matrices (tests/support/trained_like.py: σ 0.01-0.03 per
+matrix, outlier rows and columns; ``--like init`` keeps transformers' initial matrices), answers one image + prompt
+greedily in the reference format (bf16). The same prompt and the same generated tokens are then run teacher-forced through each format:
   cosine      per-row cosine of the final-norm features (the rows ThinkDiff aligns) against the reference's
   agreement   share of positions where the format's greedy token equals the reference's
   weights     bytes of the model's tensors (what ComfyUI's ModelPatcher counts), and that as a share of the reference's
