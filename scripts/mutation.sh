@@ -13,6 +13,10 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEV=${THINKDIFF_DEV_DIR:-$HERE/.dev}
 export THINKDIFF_DEV_DIR=$DEV THINKDIFF_INPROCESS=1  # mutmut runs the tests from a copy in mutants/
+# pytest keeps only its last three sessions' temporary folders: a run of a pytest session per mutant would delete those of
+# a test run beside it. Its own root keeps them apart.
+export PYTEST_DEBUG_TEMPROOT=$DEV/mutation-tmp
+mkdir -p "$PYTEST_DEBUG_TEMPROOT"
 # mutmut forks a child per mutant from a process that has run torch: a parent OpenMP thread pool deadlocks such children.
 # One thread each (mutmut runs one child per core).
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
