@@ -73,6 +73,9 @@ class ComfyInProcess:
         args.cpu, args.base_directory, args.disable_api_nodes = True, str(base), True
         args.database_url = "sqlite:///:memory:"
         importlib.import_module("utils.extra_config")  # before nodes: nodes.py puts comfy/ first on sys.path
+        # folder_paths computes its paths from args.base_directory when first imported; a test that mounted the pack
+        # (tests/support/comfy_pack.py) may have imported it already, with no base: the pack would not be found.
+        importlib.reload(importlib.import_module("folder_paths"))
         import execution
 
         import nodes
