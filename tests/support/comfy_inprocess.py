@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .comfy_pack import name_pack_functions_as_in_the_repository
 from .comfy_server import RunResult
-from .paths import COMFYUI, REPO
+from .paths import COMFYUI
 
 
 class _Server:
@@ -30,24 +30,6 @@ class _Server:
 
     def queue_updated(self) -> None:
         pass
-
-
-def _name_pack_functions_as_imported_from_the_repository() -> None:
-    """ComfyUI imports the pack under its folder path, so ``nodes/alignment.py`` runs as ``<path>.nodes.alignment``;
-    mutmut finds a function's mutants (and records which tests reach it) by ``__module__``, ``nodes.alignment`` in the
-    repository. Give the pack's functions and methods (``nodes/``, and ``thinkdiff/`` as the pack imports it) that name."""
-    for module in list(sys.modules.values()):
-        file = Path(getattr(module, "__file__", None) or "/").resolve()
-        if file.parent not in (REPO / "nodes", REPO / "thinkdiff"):
-            continue
-        name = file.parent.name if file.stem == "__init__" else f"{file.parent.name}.{file.stem}"
-        for value in vars(module).values():
-            members = vars(value).values() if isinstance(value, type) else [value]
-            for member in members:
-                function = getattr(member, "__func__", member)  # classmethods
-                while inspect.isfunction(function) and function.__module__ == module.__name__:
-                    function.__module__ = name
-                    function = getattr(function, "__wrapped__", None)  # what a decorator (mutmut's trampoline) wraps
 
 
 _THIS_PROCESS: list[ComfyInProcess] = []
@@ -81,7 +63,7 @@ class ComfyInProcess:
         import nodes
 
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
-        _name_pack_functions_as_imported_from_the_repository()
+        name_pack_functions_as_in_the_repository()
         self.execution = execution
         self.executor = execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC,
                                                  cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})

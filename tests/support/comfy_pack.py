@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
+import os
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 from .paths import COMFYUI, REPO
@@ -27,8 +30,9 @@ def _package(name: str, path: str) -> None:
 
 @functools.cache
 def pack() -> Any:
-    """A namespace of the pack's modules: ``streaming``, ``comfy_models``, ``vlm_nodes``, ``vlm``, ``sampling_options``,
-    ``weight_formats``, ``errors``; ComfyUI on the CPU."""
+    """A namespace of the pack's modules: ``streaming``, ``comfy_models``, the node modules (``vlm_nodes``,
+    ``clip_nodes``, ``conditioning_nodes``, ``t5_nodes``), ``vlm``, ``sampling_options``, ``weight_formats``, ``errors``;
+    ComfyUI on the CPU."""
     return mount(cpu=True)
 
 
@@ -45,6 +49,30 @@ def mount(cpu: bool) -> Any:
     _package(PACKAGE, str(REPO))
     _package(f"{PACKAGE}.nodes", str(REPO / "nodes"))  # without nodes/__init__: no registration, no other nodes
     names = {"streaming": "nodes.streaming", "comfy_models": "nodes.comfy_models", "vlm_nodes": "nodes.vlm_nodes",
+             "clip_nodes": "nodes.clip_nodes", "conditioning_nodes": "nodes.conditioning_nodes", "t5_nodes": "nodes.t5_nodes",
              "vlm": "thinkdiff.vlm", "sampling_options": "thinkdiff.sampling_options",
              "weight_formats": "thinkdiff.weight_formats", "errors": "thinkdiff.errors"}
-    return types.SimpleNamespace(**{key: importlib.import_module(f"{PACKAGE}.{name}") for key, name in names.items()})
+    modules = types.SimpleNamespace(**{key: importlib.import_module(f"{PACKAGE}.{name}") for key, name in names.items()})
+    if os.environ.get("THINKDIFF_INPROCESS") == "1":
+        name_pack_functions_as_in_the_repository()
+    return modules
+
+
+def name_pack_functions_as_in_the_repository() -> None:
+    """For mutation testing. ComfyUI imports the pack under its folder path, so ``nodes/alignment.py`` runs as
+    ``<path>.nodes.alignment`` (here: ``thinkdiff_pack.nodes.alignment``); mutmut finds a function's mutants (and records
+    which tests reach it) by ``__module__``, ``nodes.alignment`` in the repository. Give the pack's functions and methods
+    (``nodes/``, and ``thinkdiff/`` as the pack imports it) that name."""
+    for module in list(sys.modules.values()):
+        file = Path(getattr(module, "__file__", None) or "/").resolve()
+        if file.parent not in (REPO / "nodes", REPO / "thinkdiff"):
+            continue
+        name = file.parent.name if file.stem == "__init__" else f"{file.parent.name}.{file.stem}"
+        for value in vars(module).values():
+            members = vars(value).values() if isinstance(value, type) else [value]
+            for member in members:
+                function = getattr(member, "__func__", member)  # classmethods
+                while inspect.isfunction(function) and function.__module__ == module.__name__:
+                    function.__module__ = name
+                    function = getattr(function, "__wrapped__", None)  # what a decorator (mutmut's trampoline) wraps
+
