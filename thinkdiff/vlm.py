@@ -87,19 +87,16 @@ class _EveryToken(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
-def register_tensor_attributes(model: nn.Module) -> list[str]:
+def register_tensor_attributes(model: nn.Module) -> None:
     """Turn every tensor a module holds as a plain attribute into a non-persistent buffer of its own, so that every
-    move of the model takes it along; returns their names. (transformers 4.x keeps the rotary tables'
-    ``original_inv_freq`` so, as an alias of ``inv_freq``: a move of the model left it where the model was built.
-    transformers 5.x registers it as a buffer holding a copy, as here.)"""
-    names = []
-    for module_name, module in model.named_modules():
+    move of the model takes it along. (transformers 4.x keeps the rotary tables' ``original_inv_freq`` so, as an alias
+    of ``inv_freq``: a move of the model left it where the model was built. transformers 5.x registers it as a buffer
+    holding a copy, as here.)"""
+    for module in model.modules():
         for name, value in list(vars(module).items()):
             if isinstance(value, torch.Tensor):
                 delattr(module, name)
                 module.register_buffer(name, value.clone(), persistent=False)
-                names.append(f"{module_name}.{name}")
-    return names
 
 
 def final_norm(model: nn.Module) -> nn.Module:
