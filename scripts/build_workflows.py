@@ -391,6 +391,23 @@ SIZES = {"ThinkDiffVLMEncode": [400, 620], "ThinkDiffFluxConditioning": [340, 26
          "ThinkDiffCLIPT5Conditioning": [340, 200], "KSampler": [315, 262], "SaveImage": [400, 440]}
 
 
+def node_height(node: dict) -> int:
+    """The height the frontend draws a node at (at least): its title, slot rows and widget rows."""
+    slots = max(len([i for i in node["inputs"] if "widget" not in i]), len(node["outputs"]))
+    return max(node["size"][1], 40 + 24 * slots + 28 * len(node["widgets_values"]))
+
+
+def unstack(nodes: list[dict], gap: int = 30) -> None:
+    """Move nodes down their column (same x) until none overlaps the one above it; give each its drawn height."""
+    for node in nodes:
+        node["size"] = [node["size"][0], node_height(node)]
+    bottom: dict[float, float] = {}
+    for node in sorted(nodes, key=lambda n: (n["pos"][0], n["pos"][1])):
+        x, y = node["pos"]
+        node["pos"] = [x, max(y, bottom.get(x, y))]
+        bottom[x] = node["pos"][1] + node["size"][1] + gap
+
+
 def to_ui(api: dict, object_info: dict, title: str, note: str, models: dict) -> dict:
     extras = {nid: {"properties": {"Node name for S&R": node["class_type"], "models": models[node["class_type"]]}}
               for nid, node in api.items() if node["class_type"] in models}
@@ -403,6 +420,7 @@ def to_ui(api: dict, object_info: dict, title: str, note: str, models: dict) -> 
                         "order": len(ui["nodes"]), "mode": 0, "inputs": [], "outputs": [], "title": title,
                         "properties": {}, "widgets_values": [note], "color": "#432", "bgcolor": "#653"})
     ui["last_node_id"] = note_id
+    unstack(ui["nodes"])
     return ui
 
 
