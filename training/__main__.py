@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch.distributed
+
 from thinkdiff.errors import ThinkDiffError
 
 from .config import load_config
@@ -51,7 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     except ThinkDiffError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        end_process_group()
     return 0
+
+
+def end_process_group() -> None:
+    """Close the group Accelerate opened, if any: a gloo group left to the interpreter's exit can abort the process
+    ("terminate called without an active exception", exit -6) instead of letting it return its code."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
