@@ -1,8 +1,11 @@
 """Our aligner format, release checkpoints as the original writes them, the converter CLI and every bad file."""
 
+import argparse
 import os
 import pickle
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import torch
 from safetensors import safe_open
 
 from tests.support.tiny_models import random_aligner
+from tests.support.torch_files import mapped_files, save_as_on_first_gpu
 from thinkdiff.__main__ import main as cli
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import (
@@ -87,11 +91,12 @@ def assert_same_weights(weights: AlignerWeights, aligner: Aligner) -> None:
 @pytest.mark.parametrize("layout", ["release", "module_prefix", "bare"])
 def test_release_checkpoint_loads_with_weights_only(tmp_path, aligner, layout):
     state = release_state(aligner, "module." if layout == "module_prefix" else "")
-    checkpoint = state if layout == "bare" else {"model": state, "epoch": 4, "scaler": None}
+    checkpoint = {"step": 7, **state} if layout == "bare" else {"model": state, "epoch": 4, "scaler": None}
     torch.save(checkpoint, tmp_path / "thinkdiff_lvlm.pth")
     weights = load_aligner_weights(tmp_path / "thinkdiff_lvlm.pth")
     assert_same_weights(weights, aligner)
     assert (weights.in_dim, weights.hidden_dim, weights.out_dim) == (40, 24, 16)
+    assert weights.metadata == {"converted_from": "thinkdiff_lvlm.pth"}
 
 
 def test_conversion_round_trip(tmp_path, aligner):
@@ -127,8 +132,12 @@ def test_objects_beside_the_tensors_are_refused_and_no_gadget_runs_in_the_conver
     marker = tmp_path / "code-ran"
     checkpoint = {**original_checkpoint(aligner, "lvlm"), "config": gadgets(marker)}
     torch.save(checkpoint, tmp_path / "thinkdiff_lvlm.pth", _use_new_zipfile_serialization=not legacy)
-    with pytest.raises(ThinkDiffError, match=r"pickles Python objects.*python -m thinkdiff convert-aligner"):
+    with pytest.raises(ThinkDiffError) as refused:
         load_aligner_weights(tmp_path / "thinkdiff_lvlm.pth")
+    assert str(refused.value) == (
+        "thinkdiff_lvlm.pth pickles Python objects besides tensors, so it is not loaded (loading it could run code). "
+        f"Extract its tensors once, without running anything from it: `python -m thinkdiff convert-aligner "
+        f"{tmp_path / 'thinkdiff_lvlm.pth'} {tmp_path / 'thinkdiff_lvlm.safetensors'}`, then pick the .safetensors file.")
     assert not marker.exists()
     weights = convert_release_checkpoint(tmp_path / "thinkdiff_lvlm.pth", tmp_path / "out.safetensors")
     assert not marker.exists(), "the converter executed code from the checkpoint"
@@ -149,6 +158,58 @@ def test_a_gadget_as_the_whole_file_runs_nothing(tmp_path, name, protocol):
     with pytest.raises(ThinkDiffError):
         load_aligner_weights(tmp_path / "evil.pth")
     assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+
+
+def test_saved_metadata_is_complete(tmp_path, aligner):
+    """Every metadata field, into a folder that does not exist yet; a width no release has is ``unknown``."""
+    path = save_aligner_weights(AlignerWeights(aligner.state_dict(), {"note": "mine"}), tmp_path / "a" / "b" / "x.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata() == {"variant": "unknown", "source_model": "unknown", "note": "mine", "format": "thinkdiff.aligner",
+                                "format_version": "1", "input_dim": "40", "hidden_dim": "24", "output_dim": "16"}
+    assert load_aligner_weights(path).describe() == "unknown aligner 40 -> 24 -> 16"
+
+
+def test_converting_our_own_format_rewrites_it(tmp_path, aligner):
+    source = save_aligner_weights(AlignerWeights(aligner.state_dict()), tmp_path / "ours.SafeTensors", note="kept")
+    weights = convert_release_checkpoint(source, tmp_path / "again.safetensors", variant="lvlm")
+    assert_same_weights(weights, aligner)
+    again = load_aligner_weights(tmp_path / "again.safetensors")
+    assert_same_weights(again, aligner)
+    assert (again.metadata["note"], again.metadata["variant"]) == ("kept", "lvlm")
+
+
+def test_converting_a_checkpoint_that_is_no_aligner_names_it(tmp_path, aligner):
+    state = release_state(aligner)
+    del state["mm_projector.0.bias"]
+    torch.save({"model": state, "config": argparse.Namespace(lr=1e-4)}, tmp_path / "partial.pth")
+    with pytest.raises(ThinkDiffError, match=r"^partial\.pth is not a ThinkDiff aligner: missing in_proj\.bias "):
+        convert_release_checkpoint(tmp_path / "partial.pth", tmp_path / "out.safetensors")
+
+
+def test_release_files_are_memory_mapped_and_gpu_tensors_load_on_the_cpu(tmp_path):
+    """A zip release is mapped, not read (its T5 embedding stays on disk); a legacy one is read; tensors saved on a GPU
+    come to the CPU."""
+    big = random_aligner(in_dim=1024, hidden_dim=256, out_dim=16, seed=2)  # in_proj: 1 MB, its own pages
+    torch.save({"model": release_state(big)}, tmp_path / "zip.pth")
+    torch.save({"model": release_state(big)}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    save_as_on_first_gpu({"model": release_state(big)}, tmp_path / "gpu.pth")
+    for name in ("zip.pth", "legacy.pth", "gpu.pth"):
+        weights = load_aligner_weights(tmp_path / name)
+        assert_same_weights(weights, big)
+        assert weights.state["in_proj.weight"].device == torch.device("cpu")
+        if sys.platform.startswith("linux"):
+            mapped = str(tmp_path / name) in mapped_files(weights.state["in_proj.weight"])
+            assert mapped == (name == "zip.pth"), name
+
+
+def test_torch_s_opt_out_of_weights_only_does_not_reach_the_loader(tmp_path, aligner, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (set for another tool) turns off weights_only where a caller leaves it unset."""
+    marker = tmp_path / "code-ran"
+    torch.save({"model": release_state(aligner), "config": gadgets(marker)}, tmp_path / "evil.pth")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(ThinkDiffError, match="pickles Python objects"):
+        load_aligner_weights(tmp_path / "evil.pth")
+    assert not marker.exists()
 
 
 def test_real_widths_are_recognised(tmp_path):
@@ -184,8 +245,15 @@ def test_corrupt_files(tmp_path, name):
 def test_truncated_safetensors(tmp_path, aligner):
     path = save_aligner_weights(AlignerWeights(aligner.state_dict()), tmp_path / "a.safetensors")
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(ThinkDiffError, match="download it again"):
+    with pytest.raises(ThinkDiffError, match=r"; an interrupted download or copy\): download it again\.$"):
         load_aligner_weights(path)
+
+
+def test_a_damaged_zip_release(tmp_path):
+    with zipfile.ZipFile(tmp_path / "cut.pth", "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00")  # a zip, but the pickle stops short
+    with pytest.raises(ThinkDiffError, match=r"^cut\.pth is not a readable PyTorch checkpoint \(.+\); download it again\.$"):
+        load_aligner_weights(tmp_path / "cut.pth")
 
 
 def test_missing_file(tmp_path):
@@ -194,9 +262,29 @@ def test_missing_file(tmp_path):
 
 
 def test_not_an_aligner(tmp_path):
-    torch.save({"model": {"something.weight": torch.zeros(2)}}, tmp_path / "other.pth")
-    with pytest.raises(ThinkDiffError, match="not a ThinkDiff aligner"):
+    """The message names every missing key and the file's first eight keys, sorted."""
+    state = {f"block.{i}.weight": torch.zeros(2) for i in (9, 3, 1, 7, 5, 0, 8, 2, 6, 4)}
+    torch.save({"model": {**state, "mm_projector.3.weight": torch.zeros(2)}}, tmp_path / "other.pth")
+    with pytest.raises(ThinkDiffError) as e:
         load_aligner_weights(tmp_path / "other.pth")
+    assert str(e.value) == (
+        "other.pth is not a ThinkDiff aligner: missing in_proj.weight, in_proj.bias, out_proj.weight, out_proj.bias "
+        "(found: block.0.weight, block.1.weight, block.2.weight, block.3.weight, block.4.weight, block.5.weight, "
+        "block.6.weight, block.7.weight). "
+        "Expected the keys of the ThinkDiff release (mm_projector.0/2/3.*) or of this pack's format.")
+
+
+def test_an_empty_state_dict_is_named(tmp_path):
+    torch.save({"model": {}}, tmp_path / "empty.pth")
+    with pytest.raises(ThinkDiffError, match=r"\(found: no tensors\)"):
+        load_aligner_weights(tmp_path / "empty.pth")
+
+
+def test_a_file_without_a_state_dict(tmp_path):
+    torch.save([torch.zeros(2)], tmp_path / "list.pth")
+    with pytest.raises(ThinkDiffError) as e:
+        load_aligner_weights(tmp_path / "list.pth")
+    assert str(e.value) == "list.pth holds a list, not a state dict."
 
 
 def test_cli_reports_errors(tmp_path, capsys):

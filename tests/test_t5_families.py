@@ -46,12 +46,21 @@ def test_sd3s_clip_part_stays_before_the_aligned_tokens_and_the_t5_text():
 
 @pytest.mark.parametrize("keep_text", [True, False])
 def test_the_mask_is_led_by_ones_for_the_aligned_tokens(keep_text):
-    mask = torch.tensor([[1, 1, 0, 0]])
-    cond, extras = join_t5(torch.zeros(1, 4, 2), {MASK: mask}, 4, torch.ones(1, 2, 2), keep_text=keep_text)
-    assert torch.equal(extras[MASK], torch.tensor([[1, 1, 1, 1, 0, 0]] if keep_text else [[1, 1]]))
-    assert cond.shape == (1, 6 if keep_text else 2, 2)
+    """Three aligned tokens 2 wide; the mask keeps its dtype."""
+    mask = torch.tensor([[1, 1, 0, 0]], dtype=torch.int32)
+    cond, extras = join_t5(torch.zeros(1, 4, 2), {MASK: mask}, 4, torch.ones(1, 3, 2), keep_text=keep_text)
+    expected = torch.tensor([[1, 1, 1, 1, 1, 0, 0]] if keep_text else [[1, 1, 1]], dtype=torch.int32)
+    assert extras[MASK].dtype == torch.int32 and torch.equal(extras[MASK], expected)
+    assert cond.shape == (1, 7 if keep_text else 3, 2)
+
+
+def test_the_mask_stays_on_its_device():
+    """ComfyUI may keep the mask on another device than the states (``meta`` stands in for it here)."""
+    mask = torch.ones(1, 4, dtype=torch.int32, device="meta")
+    _, extras = join_t5(torch.zeros(1, 4, 2), {MASK: mask}, 4, torch.ones(1, 3, 2), keep_text=True)
+    assert (extras[MASK].device.type, extras[MASK].dtype, extras[MASK].shape) == ("meta", torch.int32, (1, 7))
 
 
 def test_a_t5_part_longer_than_the_conditioning_is_a_bug():
-    with pytest.raises(ValueError, match="no 5-token T5 part"):
+    with pytest.raises(ValueError, match="^a 4-token conditioning has no 5-token T5 part$"):
         join_t5(torch.zeros(1, 4, 2), {}, 5, torch.ones(1, 2, 2), keep_text=True)

@@ -14,7 +14,13 @@ from tests.support.vlm_states import prefill_states
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.sampling_options import SamplingOptions
 from thinkdiff.vlm import QwenVLEncoder, VLMRequest
-from thinkdiff.weight_formats import CastLinear, fp8_with_scale, store_linears_fp8, stored_bytes
+from thinkdiff.weight_formats import (
+    CastLinear,
+    bitsandbytes_config,
+    fp8_with_scale,
+    store_linears_fp8,
+    stored_bytes,
+)
 
 
 def test_cast_linear_computes_in_the_inputs_precision():
@@ -28,6 +34,87 @@ def test_cast_linear_computes_in_the_inputs_precision():
     assert out.dtype == torch.bfloat16
     dequantized = (linear.weight.detach() / scale).to(torch.float8_e4m3fn).to(torch.bfloat16) * scale.to(torch.bfloat16)
     torch.testing.assert_close(out, F.linear(x, dequantized, linear.bias.to(torch.bfloat16)))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cast_linear_computes_on_the_inputs_device(bias):
+    """Weight, scale and bias follow the input (``meta`` stands in for the GPU a streamed layer computes on)."""
+    cast = CastLinear(16, 8, bias=bias)
+    stored, scale = fp8_with_scale(cast.weight)
+    cast.weight, cast.weight_scale = nn.Parameter(stored, requires_grad=False), nn.Parameter(scale, requires_grad=False)
+    out = cast(torch.randn(3, 16, dtype=torch.bfloat16, device="meta"))
+    assert (out.device.type, out.dtype, out.shape) == ("meta", torch.bfloat16, (3, 8))
+
+
+def test_fp8_scales_per_row_per_tensor_or_none():
+    """The default is one scale per output row; a zero row stays zero (its scale is clamped above 0)."""
+    weight = torch.randn(6, 10) * torch.arange(1, 7).reshape(6, 1)
+    weight[2] = 0
+    expected = {"channel": weight.abs().amax(dim=1, keepdim=True) / 448, "tensor": weight.abs().amax().reshape(1, 1) / 448,
+                "none": torch.ones(1, 1)}
+    expected["channel"][2] = torch.finfo(torch.float32).tiny / 448
+    for scaling, scale in [("channel", fp8_with_scale(weight)[1]), *((s, fp8_with_scale(weight, s)[1]) for s in expected)]:
+        assert scale.shape == expected[scaling].shape and torch.equal(scale, expected[scaling]), scaling
+        stored = fp8_with_scale(weight, scaling)[0]
+        assert stored.dtype == torch.float8_e4m3fn and torch.equal(stored, (weight / scale).to(torch.float8_e4m3fn))
+        assert torch.equal(stored[2].float(), torch.zeros(10))
+
+
+class TinyLM(nn.Module):
+    """The module layout fp8 storage looks at: embeddings, a vision tower, nested language-model Linears, a head."""
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(12, 8)
+        self.visual = nn.Sequential(nn.Linear(8, 8))
+        self.model = nn.ModuleDict({"layers": nn.ModuleList([nn.ModuleDict({"q": nn.Linear(8, 4), "o": nn.Linear(4, 8,
+                                                                                                             bias=False)})])})
+        self.lm_head = nn.Linear(8, 12, bias=False)
+        if tied:
+            self.lm_head.weight = self.embed.weight
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_fp8_storage_replaces_the_nested_linears_in_place(tied):
+    """A fast counterpart of the tiny VLM's test below: the count, the names, frozen fp8 weights and scales beside them."""
+    model = TinyLM(tied)
+    originals = {name: module.weight.detach().clone() for name, module in model.named_modules() if type(module) is nn.Linear}
+    q_bias = model.model["layers"][0]["q"].bias
+    assert store_linears_fp8(model) == (2 if tied else 3)
+    cast = {name for name, module in model.named_modules() if isinstance(module, CastLinear)}
+    assert cast == {"model.layers.0.q", "model.layers.0.o"} | (set() if tied else {"lm_head"})
+    assert type(model.visual[0]) is nn.Linear and (model.lm_head.weight is model.embed.weight) is tied
+    for name in cast:
+        module = model.get_submodule(name)
+        scale = originals[name].abs().amax(dim=1, keepdim=True) / 448
+        assert torch.equal(module.weight, (originals[name] / scale).to(torch.float8_e4m3fn))
+        assert torch.equal(module.weight_scale, scale)
+        assert not module.weight.requires_grad and not module.weight_scale.requires_grad
+    assert model.model["layers"][0]["q"].bias is q_bias and model.model["layers"][0]["o"].bias is None
+
+
+def test_fp8_scales_are_made_on_the_weights_device():
+    """Every scale is made where its weight is (``meta`` stands in for a GPU); unscaled storage's scale of one was made
+    on the CPU, and dividing a GPU weight by it failed."""
+    for scaling in ("channel", "tensor", "none"):
+        model = TinyLM(tied=False).to("meta")
+        store_linears_fp8(model, scaling)
+        for name in ("lm_head", "model.layers.0.q"):
+            module = model.get_submodule(name)
+            assert (module.weight.device.type, module.weight_scale.device.type) == ("meta", "meta"), (scaling, name)
+
+
+@pytest.mark.parametrize("compute_dtype", [torch.bfloat16, torch.float16])
+def test_bitsandbytes_configs(compute_dtype):
+    pytest.importorskip("bitsandbytes")
+    nf4 = bitsandbytes_config("bnb_nf4", compute_dtype)
+    assert (nf4.load_in_4bit, nf4.load_in_8bit, nf4.bnb_4bit_quant_type, nf4.bnb_4bit_compute_dtype,
+            nf4.llm_int8_skip_modules) == (True, False, "nf4", compute_dtype, ["lm_head"])
+    int8 = bitsandbytes_config("bnb_8bit", compute_dtype)
+    assert (int8.load_in_8bit, int8.load_in_4bit, int8.llm_int8_skip_modules) == (True, False, ["lm_head"])
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -118,13 +205,18 @@ def test_scaled_fp8_keeps_e4m3s_precision_for_trained_like_weights(sigma):
     assert error("none") > {0.005: 0.1, 0.01: 0.05, 0.03: 0.025}[sigma]
 
 
-def test_an_nf4_weight_not_yet_quantized_is_sized_as_bitsandbytes_will_store_it():
+@pytest.mark.parametrize("compress_statistics", [True, False], ids=["nested_absmax", "float_absmax"])
+@pytest.mark.parametrize(("in_features", "out_features"), [(256, 96), (193, 85)], ids=["whole_blocks", "odd_257_blocks"])
+def test_an_nf4_weight_not_yet_quantized_is_sized_as_bitsandbytes_will_store_it(in_features, out_features,
+                                                                                  compress_statistics):
     """bitsandbytes versions that quantize on the move to the GPU leave 4-bit layers unquantized after a CPU load:
-    ComfyUI must be told the quantized size, or it sees the bf16 size and refuses the 8 GB cards NF4 is for."""
+    ComfyUI must be told the quantized size, or it sees the bf16 size and refuses the 8 GB cards NF4 is for. 193 x 85
+    is odd and fills 257 blocks of 64 (one more than a nested absmax block of 256 takes)."""
     bnb = pytest.importorskip("bitsandbytes")
-    layer = bnb.nn.Linear4bit(256, 96, bias=True, quant_type="nf4", compute_dtype=torch.bfloat16)
+    layer = bnb.nn.Linear4bit(in_features, out_features, bias=True, quant_type="nf4", compute_dtype=torch.bfloat16,
+                              compress_statistics=compress_statistics)
     assert layer.weight.bnb_quantized is False
     accounted = stored_bytes(layer)
     layer = layer.to("cpu")  # bitsandbytes quantizes on this move
     assert layer.weight.bnb_quantized is True
-    assert accounted == stored_bytes(layer) < 256 * 96 * 4 // 6
+    assert accounted == stored_bytes(layer) < in_features * out_features * 4 // 6

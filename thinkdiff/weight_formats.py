@@ -53,7 +53,7 @@ def fp8_with_scale(weight: torch.Tensor, scaling: Fp8Scaling = "channel") -> tup
     tensor) to e4m3fn's largest value, so that small weights stay out of its subnormals (below 2**-6, step 2**-9)."""
     weight = weight.detach().float()
     if scaling == "none":
-        scale = torch.ones(1, 1)
+        scale = torch.ones(1, 1, device=weight.device)
     else:
         amax = weight.abs().amax(dim=1, keepdim=True) if scaling == "channel" else weight.abs().amax().reshape(1, 1)
         scale = amax.clamp(min=torch.finfo(torch.float32).tiny) / FP8_MAX
@@ -92,7 +92,7 @@ def store_linears_fp8(model: nn.Module, scaling: Fp8Scaling = "channel") -> int:
             new = CastLinear(module.in_features, module.out_features, bias=module.bias is not None)
         stored, scale = fp8_with_scale(module.weight, scaling)
         new.weight = nn.Parameter(stored, requires_grad=False)
-        new.weight_scale = nn.Parameter(scale.to(module.weight.device), requires_grad=False)
+        new.weight_scale = nn.Parameter(scale, requires_grad=False)
         new.bias = module.bias
         return new
 
