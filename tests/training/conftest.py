@@ -113,7 +113,7 @@ def photo_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
             _photo(name).convert("RGB").save(jpeg, format="JPEG")
             _add(tar, f"{key}.jpg", jpeg.getvalue())
             _add(tar, f"{key}.json", json.dumps({"caption": caption, "key": key}).encode())
-            _add(tar, f"{key}.txt", caption.encode())
+            _add(tar, f"{key}.txt", b"not the caption: the .json's is read")
         _add(tar, "999999999.jpg", b"\xff\xd8 truncated")
         _add(tar, "999999999.txt", b"a corrupt jpeg")
     return path

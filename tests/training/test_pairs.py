@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from thinkdiff.errors import ThinkDiffError
 from training.pairs import PairDataset
@@ -42,3 +46,32 @@ def test_webdataset_tar_pairs(photo_tar: Path, photo_captions: dict):
 def test_no_data_is_an_error(tmp_path: Path):
     with pytest.raises(ThinkDiffError, match="no image-text pairs"):
         PairDataset.from_paths()
+
+
+def test_tar_keys_and_captions_follow_webdataset_conventions(tmp_path: Path):
+    """The key is the member's path up to the first dot of its file name; a .json's ``caption`` (else ``text``) is
+    read before a .txt; undecodable caption bytes are replaced, not fatal; a key without an image is no sample."""
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 10, 10)).save(png, format="PNG")
+    members = {
+        "top.png": png.getvalue(), "top.json": json.dumps({"caption": "from the json", "text": "not this"}).encode(),
+        "top.txt": b"not the txt",
+        "v1.0/nested.png": png.getvalue(), "v1.0/nested.json": json.dumps({"text": "the text field"}).encode(),
+        "plain.png": png.getvalue(), "plain.txt": b"caf\xe9 latte",  # latin-1, not UTF-8
+        "list.png": png.getvalue(), "list.json": b'["a", "list"]',
+        "blank.png": png.getvalue(), "blank.json": b'{"url": "https://example.com"}',
+        "bare.png": png.getvalue(),
+        "two.dots.png": png.getvalue(), "two.dots.txt": b"extension dots.png, no image",
+        "orphan.txt": b"a caption without an image",
+    }
+    path = tmp_path / "shard.tar"
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    pairs = PairDataset.from_paths(shards=[str(path)], require_caption=False)
+    captions = {pairs.key(i): pairs[i].caption for i in range(len(pairs))}
+    assert captions == {"top": "from the json", "v1.0/nested": "the text field", "plain": "caf\N{REPLACEMENT CHARACTER} latte",
+                        "list": "", "blank": "", "bare": ""}
+    assert all(pairs[i].key == pairs.key(i) for i in range(len(pairs)))
