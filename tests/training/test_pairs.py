@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import locale
 import tarfile
 from pathlib import Path
 
@@ -111,16 +110,6 @@ def test_an_empty_source_is_named_by_its_number(tmp_path: Path):
         PairDataset([source_entries(tmp_path / "pairs.jsonl"), []])
     with pytest.raises(ThinkDiffError, match=r"^no image-text pairs found: set \[data\] captions \(with images\) or shards"):
         PairDataset([])
-
-
-@pytest.fixture
-def ascii_locale():
-    """An ASCII locale in this process (a bare cluster node's C locale; Windows' cp1252 alike): files opened without
-    an encoding would be read as ASCII."""
-    before = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    yield
-    locale.setlocale(locale.LC_CTYPE, before)
 
 
 def test_captions_files_are_utf_8_whatever_the_locale(tmp_path: Path, ascii_locale):
