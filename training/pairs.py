@@ -23,7 +23,7 @@ from thinkdiff.errors import ThinkDiffError
 from .config import Config
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
-TEXT_EXTENSIONS = ("txt", "json")
+TEXT_EXTENSIONS = ("json", "txt")  # a .json's caption first, as MiniGPT-4 reads cc_sbu and LAION
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import locale
 import tarfile
 from pathlib import Path
 
@@ -43,6 +44,16 @@ PHOTO_CAPTIONS = {
 PHOTO_SIDE = 96
 TINY_T5 = dict(vocab_size=32128, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
                feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
+@pytest.fixture
+def ascii_locale():
+    """An ASCII locale in this process (a bare cluster node's C locale; Windows' cp1252 alike): files opened without
+    an encoding would be read as ASCII."""
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    yield
+    locale.setlocale(locale.LC_CTYPE, before)
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +124,7 @@ def photo_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
             _photo(name).convert("RGB").save(jpeg, format="JPEG")
             _add(tar, f"{key}.jpg", jpeg.getvalue())
             _add(tar, f"{key}.json", json.dumps({"caption": caption, "key": key}).encode())
-            _add(tar, f"{key}.txt", caption.encode())
+            _add(tar, f"{key}.txt", b"not the caption: the .json's is read")
         _add(tar, "999999999.jpg", b"\xff\xd8 truncated")
         _add(tar, "999999999.txt", b"a corrupt jpeg")
     return path

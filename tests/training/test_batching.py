@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from thinkdiff.errors import ThinkDiffError
-from training.batching import StepBatches
+from training import batching
+from training.batching import StepBatches, epoch_order, source_draws
 
 SIZES = [50, 30]  # two sources, concatenated: indices 0..49 and 50..79
 WEIGHTS = [115, 14]  # the reference CLIP mix (LAION : CC/SBU)
@@ -25,7 +26,12 @@ def test_the_mix_ratio_holds_over_thousands_of_steps():
     share = sum(source(b) == 0 for b in steps) / len(steps)
     expected = 115 / 129
     assert abs(share - expected) < 3 * (expected * (1 - expected) / len(steps)) ** 0.5  # within 3 sigma (0.015)
-    assert batches(seed=43) != steps  # the draw follows the seed
+    assert [source(b) for b in batches(seed=43)] != [source(b) for b in steps]  # the draw follows the seed
+
+
+def test_one_source_serves_every_step():
+    assert source_draws([3.0], seed=42, steps=5) == [0] * 5
+    assert {index for batch in StepBatches([4], [1.0], 2, 42, 0, 1, 0, 6) for _, index in batch} == set(range(4))
 
 
 def test_each_epoch_of_a_source_visits_its_samples_once():
@@ -39,7 +45,17 @@ def test_each_epoch_of_a_source_visits_its_samples_once():
 
 
 def test_resume_continues_the_same_mix_and_order():
-    assert batches(start=137, stop=400) == batches(stop=400)[137:]
+    for start in (40, 137):  # source 0 in its second epoch; later
+        assert batches(start=start, stop=400) == batches(stop=400)[start:]
+    assert [len(StepBatches(SIZES, WEIGHTS, 2, 42, 0, 1, start, 400)) for start in (137, 400, 401)] == [263, 0, 0]
+
+
+def test_each_epoch_order_is_drawn_once(monkeypatch: pytest.MonkeyPatch):
+    """A permutation of a large source (millions of samples) is computed once per epoch, not at every step."""
+    calls = []
+    monkeypatch.setattr(batching, "epoch_order", lambda *args: calls.append(args) or epoch_order(*args))
+    steps = batches(stop=300)
+    assert sorted(calls) == sorted({(SIZES[source(b)], 42, source(b), b[0][0]) for b in steps})
 
 
 def test_processes_split_each_global_batch():
