@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from tests.support.tiny_models import random_aligner
 from tests.support.torch_files import mapped_files, save_as_on_first_gpu
@@ -272,6 +273,13 @@ def test_not_an_aligner(tmp_path):
         "(found: block.0.weight, block.1.weight, block.2.weight, block.3.weight, block.4.weight, block.5.weight, "
         "block.6.weight, block.7.weight). "
         "Expected the keys of the ThinkDiff release (mm_projector.0/2/3.*) or of this pack's format.")
+
+
+def test_a_safetensors_file_of_another_model_is_named(tmp_path):
+    """A T5 or Flux file picked in the aligner list: the message names that file, not the list."""
+    save_file({"encoder.block.0.weight": torch.zeros(2)}, str(tmp_path / "t5xxl_fp16.safetensors"))
+    with pytest.raises(ThinkDiffError, match=r"^t5xxl_fp16\.safetensors is not a ThinkDiff aligner: missing in_proj\.weight"):
+        load_aligner_weights(tmp_path / "t5xxl_fp16.safetensors")
 
 
 def test_an_empty_state_dict_is_named(tmp_path):

@@ -30,7 +30,7 @@ from tests.support.tiny_comfy import (
     value,
 )
 from tests.support.tiny_diffusers import tiny_cogvideox_frames
-from tests.support.tiny_models import make_aligner
+from tests.support.tiny_models import BITSANDBYTES_ON_CPU, make_aligner
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.doctor import shipped_workflows
@@ -40,8 +40,6 @@ from thinkdiff.weight_formats import is_bitsandbytes
 from thinkdiff.workflow_api import VIRTUAL_NODES, ui_to_api
 
 pytestmark = pytest.mark.comfyui
-# transformers 4.x sets bitsandbytes up on a CPU only with Intel's extension; 5.x runs it there (bitsandbytes >= 0.46)
-BITSANDBYTES_ON_CPU = int(transformers.__version__.split(".")[0]) >= 5
 THINKDIFF_NODES = ["ThinkDiffVLMLoader", "ThinkDiffVLMEncode", "ThinkDiffAlignerLoader", "ThinkDiffFluxConditioning",
                    "ThinkDiffVisionLoader", "ThinkDiffImageEncode", "ThinkDiffCLIPFluxConditioning",
                    "ThinkDiffCogVideoXConditioning", "ThinkDiffCogVideoXWrapperEmbeds", "ThinkDiffT5Conditioning",

@@ -105,6 +105,8 @@ def test_fp8_scales_are_made_on_the_weights_device():
         for name in ("lm_head", "model.layers.0.q"):
             module = model.get_submodule(name)
             assert (module.weight.device.type, module.weight_scale.device.type) == ("meta", "meta"), (scaling, name)
+            rows = module.out_features if scaling == "channel" else 1
+            assert module.weight_scale.shape == (rows, 1), (scaling, name)  # the scaling asked for
 
 
 @pytest.mark.parametrize("compute_dtype", [torch.bfloat16, torch.float16])
@@ -220,3 +222,13 @@ def test_an_nf4_weight_not_yet_quantized_is_sized_as_bitsandbytes_will_store_it(
     layer = layer.to("cpu")  # bitsandbytes quantizes on this move
     assert layer.weight.bnb_quantized is True
     assert accounted == stored_bytes(layer) < in_features * out_features * 4 // 6
+
+
+def test_a_model_of_nf4_layers_not_yet_quantized_is_sized_as_once_quantized():
+    """Every such layer adds its quantized size (not only the last one)."""
+    bnb = pytest.importorskip("bitsandbytes")
+    model = nn.Sequential(*(bnb.nn.Linear4bit(128, 64, quant_type="nf4", compute_dtype=torch.bfloat16) for _ in range(3)))
+    accounted = stored_bytes(model)
+    model = model.to("cpu")
+    assert all(layer.weight.bnb_quantized for layer in model)
+    assert accounted == stored_bytes(model)

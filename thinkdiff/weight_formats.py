@@ -167,17 +167,14 @@ class QuantizedStateMoves:
 _MOVING_CLASSES: dict[type, type] = {}
 
 
-def keep_quantized_state_with_weights(model: nn.Module) -> int:
-    """Give every bitsandbytes layer of ``model`` :class:`QuantizedStateMoves`; returns the count."""
-    count = 0
+def keep_quantized_state_with_weights(model: nn.Module) -> None:
+    """Give every bitsandbytes layer of ``model`` :class:`QuantizedStateMoves`."""
     for module in model.modules():
         cls = type(module)
         if cls.__module__.startswith("bitsandbytes") and hasattr(module, "weight"):
             if cls not in _MOVING_CLASSES:
                 _MOVING_CLASSES[cls] = type(cls.__name__, (QuantizedStateMoves, cls), {"__module__": __name__})
             module.__class__ = _MOVING_CLASSES[cls]
-            count += 1
-    return count
 
 
 def _quantized_nf4_bytes(weight: Any) -> int:

@@ -168,4 +168,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         raise ThinkDiffError("[data]: give the data either as captions/images/shards or as [[data.sources]] tables, not both")
     if any(source.weight <= 0 for source in data.sources):
         raise ThinkDiffError("[data.sources] weights must be positive")
+    if config.train.keep_checkpoints < 0:
+        raise ThinkDiffError(f"[train] keep_checkpoints must be 0 (keep them all) or more, got {config.train.keep_checkpoints}")
     return config

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import transformers
 from torch import nn
 from transformers import (
     AutoTokenizer,
@@ -61,6 +62,9 @@ WIDTHS = {
 QWEN_GENERATION_CONFIG = {"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
                           "eos_token_id": [151645, 151643], "repetition_penalty": 1.05,
                           "temperature": 0.01, "top_k": 1, "top_p": 0.001}
+
+# transformers 4.x sets bitsandbytes up on a CPU only with Intel's extension; 5.x runs it there (bitsandbytes >= 0.46)
+BITSANDBYTES_ON_CPU = int(transformers.__version__.split(".")[0]) >= 5
 
 
 def qwen2vl_config(width: str | Shapes = "tiny", text_layers: int | None = None, vision_layers: int | None = None,

@@ -42,6 +42,7 @@ def test_weighted_sources_as_in_the_reference_clip_run(tmp_path: Path):
     (['data.sources=[{captions="b.jsonl", weight=0}]'], "weights must be positive"),
     (['data.sources=[{caption="b.jsonl"}]'], "unknown setting"),
     (['data.sources=["b.jsonl"]'], "list of tables"),
+    (["train.keep_checkpoints=-1"], r"^\[train\] keep_checkpoints must be 0 \(keep them all\) or more, got -1$"),
 ])
 def test_bad_sources_are_explained(overrides, message):
     with pytest.raises(ThinkDiffError, match=message):
