@@ -17,7 +17,9 @@ from thinkdiff.weight_formats import WEIGHT_FORMATS, stored_bytes
 # Widths that all differ (a term computed from the wrong width cannot pass), untied (the tiny models) and tied heads.
 TIED = dataclasses.replace(TINY, tied=True, hidden=48, intermediate=80, heads=3, kv_heads=1, vision_width=40,
                            vision_mlp_ratio=3, vision_heads=4)
-SHAPES = {"tiny": TINY, "tiny-hd32": WIDTHS["tiny-hd32"], "tied": TIED, **QWEN2_VL}
+# Patch sizes and merges other than Qwen2-VL's 14 / 2 / 2, so that a field left out of the config cannot read back.
+PATCHES = dataclasses.replace(TINY, patch=16, temporal_patch=1, merge=3)
+SHAPES = {"tiny": TINY, "tiny-hd32": WIDTHS["tiny-hd32"], "tied": TIED, "patches": PATCHES, **QWEN2_VL}
 
 
 def meta_model(shapes: Shapes) -> torch.nn.Module:

@@ -52,7 +52,7 @@ class Shapes:
         """The shapes of a transformers ``Qwen2VLConfig`` (4.x puts the text settings at the top level, 5.x in
         ``text_config``)."""
         text, vision = getattr(config, "text_config", config), config.vision_config
-        tied = bool(getattr(config, "tie_word_embeddings", getattr(text, "tie_word_embeddings", False)))
+        tied = bool(config.tie_word_embeddings)  # at the top level in both (5.x copies a text_config's value there)
         section = (text.rope_scaling or {}).get("mrope_section", cls.mrope_section)
         return cls(text.num_hidden_layers, text.hidden_size, text.intermediate_size, text.num_attention_heads,
                    text.num_key_value_heads, text.vocab_size, tied, vision.depth, vision.embed_dim, vision.num_heads,
@@ -76,7 +76,7 @@ class Shapes:
     def vision_config(self) -> dict[str, Any]:
         """``config.json``'s ``vision_config``."""
         return dict(depth=self.vision_depth, embed_dim=self.vision_width, num_heads=self.vision_heads,
-                    mlp_ratio=self.vision_mlp_ratio, hidden_size=self.hidden, in_chans=3, patch_size=self.patch,
+                    mlp_ratio=self.vision_mlp_ratio, hidden_size=self.hidden, patch_size=self.patch,
                     spatial_merge_size=self.merge, temporal_patch_size=self.temporal_patch)
 
     def linears(self) -> Iterator[Linear]:
