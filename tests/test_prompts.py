@@ -51,8 +51,16 @@ def test_placeholder_count_must_match():
 
 @pytest.mark.parametrize("prompt", ["", "   \n"])
 def test_prompt_needs_text_or_an_image(prompt):
-    with pytest.raises(ThinkDiffError, match="no text and there is no image"):
+    with pytest.raises(ThinkDiffError) as e:
         user_content(prompt, 0)
+    assert str(e.value) == ("the prompt has no text and there is no image: write the instruction the VLM should answer "
+                            "(e.g. 'Describe the next picture as a diffusion prompt.'), or connect an image.")
+
+
+def test_the_qwen2_vl_template_is_used_whatever_the_tokenizers_own(qwen_tokenizer, monkeypatch):
+    """A Qwen2-VL folder whose tokenizer carries another chat template (or none) still gets the reference's chat."""
+    monkeypatch.setattr(qwen_tokenizer, "chat_template", "{{ 'another template' }}")
+    assert render_chat(qwen_tokenizer, "a photo of a pink skateboard", 1) == HEAD + IMAGE + "a photo of a pink skateboard" + TAIL
 
 
 @pytest.mark.parametrize("prompt", ["", "<image>"])

@@ -63,7 +63,7 @@ def chat_messages(prompt: str, num_images: int) -> list[dict[str, Any]]:
             {"role": "user", "content": user_content(prompt, num_images)}]
 
 
-def use_picture_labels(mode: PictureLabels, num_images: int, has_text: bool = True) -> bool:
+def use_picture_labels(mode: PictureLabels, num_images: int, has_text: bool) -> bool:
     """``auto`` labels pictures as the reference's scripts do: when there are several (the multi-image scripts), and
     when images come with no text (the image + extra-text demo renders its lone image as ``Picture 1: ``)."""
     if mode not in ("auto", "on", "off"):
