@@ -55,9 +55,23 @@ def test_extreme_aspect_ratio():
         fit_to_pixel_budget([Image.new("RGB", (50, 50)), Image.new("RGB", (3000, 10))])
 
 
-def test_bad_budget():
-    with pytest.raises(ThinkDiffError, match="min_pixels"):
-        fit_to_pixel_budget([Image.new("RGB", (50, 50))], min_pixels=1000, max_pixels=10)
+@pytest.mark.parametrize("width", [2000, 2001])
+def test_the_aspect_ratio_limit_is_qwen2_vls(width):
+    """200:1 passes, as in the processor's smart_resize; one pixel more is refused by both."""
+    image = Image.new("RGB", (width, 10))
+    try:
+        smart_resize(10, width, factor=28, min_pixels=REFERENCE_MIN_PIXELS, max_pixels=REFERENCE_MAX_PIXELS)
+    except ValueError:
+        with pytest.raises(ThinkDiffError, match=f"image 1 is {width}x10 px"):
+            fit_to_pixel_budget([image])
+    else:
+        assert width == 2000 and fit_to_pixel_budget([image])[0].size[0] > 0
+
+
+@pytest.mark.parametrize(("min_pixels", "max_pixels"), [(1000, 10), (0, 10), (-5, 10)])
+def test_bad_budget(min_pixels, max_pixels):
+    with pytest.raises(ThinkDiffError, match=f"^need 0 < min_pixels <= max_pixels, got {min_pixels} and {max_pixels}$"):
+        fit_to_pixel_budget([Image.new("RGB", (50, 50))], min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 def test_out_of_range_values_are_clamped_not_wrapped():
