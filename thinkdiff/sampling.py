@@ -49,7 +49,7 @@ def _by_sorting(logits: torch.Tensor, masses: torch.Tensor, top_p: float) -> tor
     below the limit."""
     order = logits.sort(stable=True).indices.flip(-1)
     ranked = masses.gather(-1, order)
-    limits = torch.tensor(mass_limits(masses.sum(-1), top_p), device=masses.device)
+    limits = masses.new_tensor(mass_limits(masses.sum(-1), top_p))
     kept = (ranked.cumsum(-1) - ranked) < limits[:, None]
     return torch.zeros_like(kept).scatter_(-1, order, kept)
 
