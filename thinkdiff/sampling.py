@@ -65,11 +65,11 @@ def logit_buckets(logits: torch.Tensor) -> torch.Tensor:
 def _by_buckets(logits: torch.Tensor, masses: torch.Tensor, top_p: float) -> torch.Tensor:
     """Buckets above the boundary's are kept whole, those below dropped; only the boundary's bucket is ranked."""
     buckets = logit_buckets(logits)
-    bucket_mass = torch.zeros(logits.shape[0], BUCKETS, dtype=masses.dtype, device=masses.device).scatter_add_(-1, buckets, masses)
+    bucket_mass = masses.new_zeros((logits.shape[0], BUCKETS)).scatter_add_(-1, buckets, masses)
     mass_above = bucket_mass.flip(-1).cumsum(-1).flip(-1) - bucket_mass
     limits = mass_limits(bucket_mass.sum(-1), top_p)
     # The lowest bucket with mass whose first token is kept (zero-mass tokens rank last and are never kept).
-    open_buckets = (bucket_mass > 0) & (mass_above < torch.tensor(limits, device=masses.device)[:, None])
+    open_buckets = (bucket_mass > 0) & (mass_above < masses.new_tensor(limits)[:, None])
     boundary = open_buckets.int().argmax(-1, keepdim=True)
     keep = buckets > boundary
     rows, band = (buckets == boundary).nonzero(as_tuple=True)
@@ -93,7 +93,7 @@ def draw(masses: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     cdf = torch.where(keep, masses, 0).cumsum(-1)
     uniforms = torch.randint(0, 2**UNIFORM_BITS, (masses.shape[0],), device=masses.device).tolist()
     targets = [(u * total) >> UNIFORM_BITS for u, total in zip(uniforms, cdf[:, -1].tolist(), strict=True)]
-    return torch.searchsorted(cdf, torch.tensor(targets, device=masses.device)[:, None], right=True)[:, 0]
+    return torch.searchsorted(cdf, cdf.new_tensor(targets)[:, None], right=True)[:, 0]
 
 
 NON_FINITE_LOGITS = (
