@@ -42,6 +42,15 @@ def test_the_released_sizes():
     """Qwen2-VL-2B-Instruct and 7B-Instruct as their model cards give them (2.21 B and 8.29 B parameters)."""
     assert round(QWEN2_VL["2b"].parameters() / 1e9, 2) == 2.21 and QWEN2_VL["2b"].tied
     assert round(QWEN2_VL["7b"].parameters() / 1e9, 2) == 8.29 and not QWEN2_VL["7b"].tied
+    # the README's weight-format table (bf16 unless quantized)
+    assert {w: round(QWEN2_VL["7b"].weight_bytes(w) / 1e9, 1) for w in WEIGHT_FORMATS} == {
+        "default": 16.6, "fp8_e4m3fn": 9.5, "bnb_8bit": 9.4, "bnb_nf4": 6.2}
+
+
+def test_a_config_without_rope_scaling_has_qwen2_vls_mrope_sections():
+    config = qwen2vl_config(TINY)
+    config.get_text_config().rope_scaling = None
+    assert Shapes.of(config).mrope_section == (16, 24, 24)
 
 
 @pytest.fixture(scope="module", params=["tiny", "tied"])

@@ -128,6 +128,37 @@ def test_the_draw_frequencies_follow_the_masses():
     assert chi_square < 20.5  # 99.9 % quantile of chi-square with 4 degrees of freedom (5 kept tokens)
 
 
+@pytest.mark.parametrize("vocab", [1024, 1025])
+def test_masses_use_every_bit_a_row_can_hold(vocab):
+    """A row of equal logits (the largest total) sums to at most 2**62, and one more bit of scale would pass it:
+    at a power of two and one above it."""
+    total = int(fixed_point_masses(torch.zeros(1, vocab)).sum())
+    assert total <= 2**62 < 2 * total
+
+
+def test_each_rows_masses_are_its_own():
+    """A row far below another gets the masses it gets alone (its own maximum, not the batch's)."""
+    logits = torch.randn(2, 50, generator=generator(3))
+    logits[1] -= 200
+    assert torch.equal(fixed_point_masses(logits)[1], fixed_point_masses(logits[1:])[0])
+
+
+@pytest.mark.parametrize("full_sort", [False, True])
+def test_top_p_one_keeps_every_token_with_mass(full_sort):
+    """Even a token of mass 1 (alone in the lowest bucket, with a token of mass 0); the mass-0 token is never kept."""
+    logits = torch.tensor([[0.0, math.log(1.5) - 60 * math.log(2), -1000.0]])  # 3 tokens: masses of 2**60 scale
+    masses = fixed_point_masses(logits)
+    assert masses[0].tolist() == [2**60, 1, 0]
+    assert top_p_mask(logits, masses, 1.0, full_sort)[0].tolist() == [True, True, False]
+
+
+def test_the_last_token_of_the_vocabulary_is_drawn_too():
+    torch.manual_seed(0)
+    logits = torch.zeros(100, 2)
+    masses = fixed_point_masses(logits)
+    assert set(draw(masses, top_p_mask(logits, masses, 1.0)).tolist()) == {0, 1}  # fails with odds 2**-99
+
+
 def test_end_tokens_are_masked_for_min_new_tokens():
     scores = torch.zeros(4, 50)
     scores[:, 7] = 30.0  # an end token the model strongly wants

@@ -11,6 +11,7 @@ from torch import nn
 
 from tests.support.trained_like import trained_like_matrix
 from tests.support.vlm_states import prefill_states
+from thinkdiff import weight_formats
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.sampling_options import SamplingOptions
 from thinkdiff.vlm import QwenVLEncoder, VLMRequest
@@ -232,3 +233,19 @@ def test_a_model_of_nf4_layers_not_yet_quantized_is_sized_as_once_quantized():
     model = model.to("cpu")
     assert all(layer.weight.bnb_quantized for layer in model)
     assert accounted == stored_bytes(model)
+
+
+def test_bitsandbytes_layers_move_with_their_quantized_state_by_a_subclass_of_their_own(monkeypatch):
+    """One subclass per bitsandbytes class, made on first use (here afresh, as in a new process), named as the original;
+    other layers are left alone."""
+    bnb = pytest.importorskip("bitsandbytes")
+    monkeypatch.setattr(weight_formats, "_MOVING_CLASSES", {})
+    model = nn.Sequential(bnb.nn.Linear8bitLt(64, 32, has_fp16_weights=False),
+                          bnb.nn.Linear8bitLt(64, 32, has_fp16_weights=False), bnb.nn.Linear4bit(64, 32), nn.Linear(4, 4))
+    weight_formats.keep_quantized_state_with_weights(model)
+    int8, int8_again, nf4, plain = model
+    assert type(int8) is type(int8_again) and type(int8).__mro__[1:3] == (weight_formats.QuantizedStateMoves, bnb.nn.Linear8bitLt)
+    assert type(nf4).__mro__[1:3] == (weight_formats.QuantizedStateMoves, bnb.nn.Linear4bit)
+    assert [(type(m).__name__, type(m).__module__) for m in (int8, nf4)] == [("Linear8bitLt", weight_formats.__name__),
+                                                                            ("Linear4bit", weight_formats.__name__)]
+    assert type(plain) is nn.Linear

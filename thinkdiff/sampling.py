@@ -33,7 +33,7 @@ UNIFORM_BITS = 53
 
 
 def fixed_point_masses(logits: torch.Tensor) -> torch.Tensor:
-    """``exp(logit - row max)`` (float32) times ``2**S``, truncated to int64; a whole row sums to less than ``2**62``."""
+    """``exp(logit - row max)`` (float32) times ``2**S``, truncated to int64; a whole row sums to at most ``2**62``."""
     scale = 62 - (logits.shape[-1] - 1).bit_length()
     return (logits - logits.amax(-1, keepdim=True)).exp_().mul_(2.0**scale).long()
 
@@ -89,9 +89,10 @@ def top_p_mask(logits: torch.Tensor, masses: torch.Tensor, top_p: float, full_so
 
 
 def draw(masses: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """One token per row, with probability proportional to its mass among the kept tokens (torch's global RNG)."""
+    """One token per row, with probability proportional to its mass among the kept tokens. The uniforms come from
+    torch's CPU generator, so a seed draws the same numbers whichever device the model runs on."""
     cdf = torch.where(keep, masses, 0).cumsum(-1)
-    uniforms = torch.randint(0, 2**UNIFORM_BITS, (masses.shape[0],), device=masses.device).tolist()
+    uniforms = torch.randint(0, 2**UNIFORM_BITS, (masses.shape[0],)).tolist()
     targets = [(u * total) >> UNIFORM_BITS for u, total in zip(uniforms, cdf[:, -1].tolist(), strict=True)]
     return torch.searchsorted(cdf, cdf.new_tensor(targets)[:, None], right=True)[:, 0]
 

@@ -173,7 +173,7 @@ def keep_quantized_state_with_weights(model: nn.Module) -> None:
         cls = type(module)
         if cls.__module__.startswith("bitsandbytes") and hasattr(module, "weight"):
             if cls not in _MOVING_CLASSES:
-                _MOVING_CLASSES[cls] = type(cls.__name__, (QuantizedStateMoves, cls), {"__module__": __name__})
+                _MOVING_CLASSES[cls] = type(cls.__name__, (QuantizedStateMoves, cls), {})  # of this module
             module.__class__ = _MOVING_CLASSES[cls]
 
 
