@@ -104,7 +104,12 @@ def test_the_draw_is_inverse_cdf_over_the_kept_masses_in_id_order(monkeypatch):
     cdf = (masses * keep).cumsum(-1)[0].tolist()
     total = cdf[-1]
     uniforms: list[int] = []
-    monkeypatch.setattr(sampling.torch, "randint", lambda low, high, size, device=None: torch.tensor(uniforms[-1:], device=device))
+
+    def randint(low, high, size, device=None):  # the draw asks for 53-bit uniforms: all of [0, 2**53)
+        assert (low, high, size) == (0, 2**53, (1,))
+        return torch.tensor(uniforms[-1:], device=device)
+
+    monkeypatch.setattr(sampling.torch, "randint", randint)
     drawn = {}
     for token, (low, high) in enumerate(zip([0, *cdf[:-1]], cdf, strict=True)):
         if low < high:  # tokens without kept mass are never drawn
