@@ -24,6 +24,11 @@ mkdir -p "$PYTEST_DEBUG_TEMPROOT"
 # One thread each (mutmut runs one child per core).
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
+copy_repository() {  # copy_repository DIR: the tracked files; -u: unchanged files keep their age, so mutmut resumes
+  mkdir -p "$1"
+  (cd "$HERE" && git ls-files -z | xargs -0 cp -u --parents -t "$1")
+}
+
 mutmut_in() {  # mutmut_in BASE_VENV MUTMUT_VENV: an overlay of BASE with mutmut
   if [ ! -x "$2/bin/mutmut" ]; then
     bash "$HERE/scripts/overlay_venv.sh" "$1" "$2"
@@ -38,8 +43,7 @@ case "${1:-}" in
     bash "$HERE/scripts/bootstrap_vllm.sh"
     mutmut_in "$DEV/venv-vllm" "$DEV/venv-mutmut-vllm"
     COPY=$DEV/mutation-vllm
-    mkdir -p "$COPY"
-    (cd "$HERE" && git ls-files -z | xargs -0 cp -u --parents -t "$COPY")  # -u: unchanged files keep their age, so mutmut resumes
+    copy_repository "$COPY"
     "$DEV/venv-vllm/bin/python" -c 'import sys; p = sys.argv[1]; s = open(p).read(); open(p, "w").write(s.split("[tool.mutmut]")[0])' \
         "$COPY/pyproject.toml"
     cp "$HERE/scripts/mutmut-vllm.cfg" "$COPY/setup.cfg"
@@ -49,8 +53,7 @@ case "${1:-}" in
     bash "$HERE/scripts/bootstrap.sh"
     mutmut_in "$DEV/venv" "$DEV/venv-mutmut"
     COPY=$DEV/mutation-narrow
-    mkdir -p "$COPY"
-    (cd "$HERE" && git ls-files -z | xargs -0 cp -u --parents -t "$COPY")
+    copy_repository "$COPY"
     cp "$HERE/pyproject.toml" "$COPY/pyproject.toml"
     "$DEV/venv/bin/python" -c 'import re, sys
 path, modules, tests = sys.argv[1:]

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tests.support.tiny_models import random_aligner
-from tests.support.torch_files import mapped_files, save_as_on_first_gpu
+from tests.support.torch_files import Gadget, mapped_files, save_as_on_first_gpu
 from thinkdiff.__main__ import main as cli
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import (
@@ -57,17 +57,8 @@ def original_checkpoint(aligner: Aligner, variant: str, vocab: int = 96) -> dict
     return {"model": model, "optimizer": optimizer.state_dict(), "config": config, "scaler": scaler, "epoch": 4}
 
 
-class Gadget:
-    """A pickled object whose loading would run ``call(*args)``; each one would create ``marker`` if it ran."""
-
-    def __init__(self, call, *args) -> None:
-        self.call, self.args = call, args
-
-    def __reduce__(self):
-        return (self.call, self.args)
-
-
 def gadgets(marker: Path) -> dict[str, Gadget]:
+    """Each would create ``marker`` if it ran."""
     return {
         "Path.touch": Gadget(Path.touch, marker),
         "os.system": Gadget(os.system, f"touch {marker}"),

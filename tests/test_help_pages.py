@@ -4,6 +4,7 @@ changed node id, display name, description, input, default, tooltip or output sh
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import pytest
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.comfyui
 DOCS = REPO / "web" / "docs"
 
 
+@functools.cache
 def help_page_writer():
     spec = importlib.util.spec_from_file_location("make_help_pages", REPO / "scripts" / "make_help_pages.py")
     module = importlib.util.module_from_spec(spec)

@@ -12,19 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.torch_files import mapped_files, save_as_on_first_gpu
+from tests.support.torch_files import Gadget, mapped_files, save_as_on_first_gpu
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.safe_pickle import Opaque, checkpoint_format, load_tensors_only
-
-
-class Gadget:
-    """Pickles as ``call(*args)``: loading it unrestricted would call ``call``."""
-
-    def __init__(self, call, *args) -> None:
-        self.call, self.args = call, args
-
-    def __reduce__(self):
-        return (self.call, self.args)
 
 
 def save(obj, path: Path, legacy: bool = False) -> Path:

@@ -14,8 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch.distributed
-
 from thinkdiff.errors import ThinkDiffError
 
 from .config import load_config
@@ -61,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
 def end_process_group() -> None:
     """Close the group Accelerate opened, if any: a gloo group left to the interpreter's exit can abort the process
     ("terminate called without an active exception", exit -6) instead of letting it return its code."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    distributed = sys.modules.get("torch.distributed")  # a command that never imported it opened no group
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -75,4 +75,3 @@ def name_pack_functions_as_in_the_repository() -> None:
                 while inspect.isfunction(function) and function.__module__ == module.__name__:
                     function.__module__ = name
                     function = getattr(function, "__wrapped__", None)  # what a decorator (mutmut's trampoline) wraps
-

@@ -1,10 +1,21 @@
-"""``torch.save`` files as other machines write them, and where a loaded tensor's memory comes from."""
+"""``torch.save`` files as other machines write them, objects whose unpickling would run code, and where a loaded
+tensor's memory comes from."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+
+
+class Gadget:
+    """A pickled object whose loading would run ``call(*args)``."""
+
+    def __init__(self, call, *args) -> None:
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return (self.call, self.args)
 
 
 def save_as_on_first_gpu(obj: object, path: Path) -> Path:
