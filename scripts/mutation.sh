@@ -7,9 +7,10 @@
 #   bash scripts/mutation.sh "thinkdiff.*"    # only these mutants (mutmut's name patterns), e.g. "nodes.text_encoding.*"
 #   bash scripts/mutation.sh vllm [PATTERN]   # training/vllm_stage_a.py in .dev/venv-vllm, from a copy in .dev/mutation-vllm
 #   bash scripts/mutation.sh report           # the scores per module of both runs so far (scripts/mutation_report.py)
-#   bash scripts/mutation.sh narrow "thinkdiff/sampling.py ..." "tests/test_sampling.py ..."
+#   bash scripts/mutation.sh narrow "thinkdiff/sampling.py ..." "tests/test_sampling.py ..." [MUTMUT RUN OPTIONS]
 #                                             # only those modules against only those tests (minutes, not hours), from a
-#                                             # copy in .dev/mutation-narrow; a survivor there may die in the whole run
+#                                             # copy in .dev/mutation-narrow (or $MUTATION_COPY, for runs side by side,
+#                                             # e.g. with --max-children 1); a survivor there may die in the whole run
 # Survivors: `.dev/venv-mutmut/bin/mutmut results`, one shown with `.dev/venv-mutmut/bin/mutmut show NAME` (for the vLLM
 # run: the same from .dev/mutation-vllm with .dev/venv-mutmut-vllm). Judged equivalent: docs/development.md.
 set -euo pipefail
@@ -52,7 +53,9 @@ case "${1:-}" in
   narrow)
     bash "$HERE/scripts/bootstrap.sh"
     mutmut_in "$DEV/venv" "$DEV/venv-mutmut"
-    COPY=$DEV/mutation-narrow
+    COPY=${MUTATION_COPY:-$DEV/mutation-narrow}
+    export PYTEST_DEBUG_TEMPROOT=$COPY-tmp
+    mkdir -p "$PYTEST_DEBUG_TEMPROOT"
     copy_repository "$COPY"
     cp "$HERE/pyproject.toml" "$COPY/pyproject.toml"
     "$DEV/venv/bin/python" -c 'import re, sys
@@ -61,7 +64,8 @@ listed = lambda words: "[" + ", ".join(f"\"{word}\"" for word in words.split()) 
 text = re.sub(r"pytest_add_cli_args_test_selection = \[.*?\]\n", f"only_mutate = {listed(modules)}\n"
               f"pytest_add_cli_args_test_selection = {listed(tests)}\n", open(path).read(), flags=re.S)
 open(path, "w").write(text)' "$COPY/pyproject.toml" "$2" "$3"
-    (cd "$COPY" && "$DEV/venv-mutmut/bin/mutmut" run) || true
+    shift 3
+    (cd "$COPY" && "$DEV/venv-mutmut/bin/mutmut" run "$@") || true
     exec "$DEV/venv-mutmut/bin/python" "$HERE/scripts/mutation_report.py" "$COPY/mutants"
     ;;
   *)
