@@ -14,10 +14,12 @@ from safetensors.torch import save_file
 
 from tests.support.paths import REPO
 from tests.support.tiny_models import make_aligner
-from thinkdiff import doctor
+from thinkdiff import doctor, vram_advice
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.model_setup import BY_NAME, CATALOGUE, missing_message
+from thinkdiff.qwen2_vl_sizes import QWEN2_VL_7B
 from thinkdiff.safetensors_header import read_header
+from thinkdiff.think_memory import typical_think_bytes
 from thinkdiff.vram_advice import QWEN2_VL_7B_GB, recommend, working_gb
 
 WORKFLOWS = doctor.shipped_workflows(REPO)
@@ -154,6 +156,35 @@ def test_the_recommended_vlm_format_fits_the_free_memory(free_gb, weights):
         assert QWEN2_VL_7B_GB[chosen] + working_gb(chosen) <= free_gb and str(QWEN2_VL_7B_GB[chosen]) in why
     else:
         assert "streams" in why
+
+
+def test_working_memory_is_the_typical_think_to_a_tenth_of_a_gb_with_fp8s_cast_head():
+    """fp8 casts its largest weight per forward: lm_head, 152,064 x 3,584 in bf16, 1.09 GB more."""
+    plain = typical_think_bytes(QWEN2_VL_7B, casts_weights=False)
+    assert working_gb("default") == working_gb("bnb_8bit") == working_gb("bnb_nf4") == round(plain / 10**9, 1)
+    assert working_gb("fp8_e4m3fn") == round((plain + 152_064 * 3_584 * 2) / 10**9, 1)
+
+
+def test_the_recommendation_says_why_and_takes_a_format_that_just_fits():
+    exactly = QWEN2_VL_7B_GB["default"] + working_gb("default")
+    assert recommend(exactly)[0] == "default"
+    assert recommend(16.0) == ("fp8_e4m3fn", f"9.5 GB of weights + about {working_gb('fp8_e4m3fn')} GB working memory fit in 16.0 GB")
+    assert recommend(5.0) == ("fp8_e4m3fn", "nothing fits in 5.0 GB: fp8_e4m3fn streams the layers that do not fit from CPU "
+                                            "RAM (slower, but it runs)")
+
+
+def test_the_advice_names_the_first_gpu_its_free_memory_and_the_format(monkeypatch):
+    cards = {0: ("Fake GPU 0", 12 * 10**9, 24 * 10**9), 1: ("Fake GPU 1", 80 * 10**9, 80 * 10**9)}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: cards[device][1:])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: cards[device][0])
+    assert vram_advice.gpu_memory() == ("Fake GPU 0", 12.0, 24.0)
+    assert vram_advice.advice() == (f"GPU: Fake GPU 0, 12.0 of 24.0 GB free. VLM Loader weights: {recommend(12.0)[0]} "
+                                    f"({recommend(12.0)[1]}). Close other GPU programs or press Unload Models for more room.")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert vram_advice.gpu_memory() is None
+    assert vram_advice.advice() == ("GPU: none visible to this Python. Qwen2-VL-7B weights: default 16.6 GB, fp8_e4m3fn 9.5 GB, "
+                                    "bnb_8bit 9.4 GB, bnb_nf4 6.2 GB.")
 
 
 def test_the_doctor_reports_the_gpu_or_its_absence(tmp_path):

@@ -265,3 +265,30 @@ def test_an_overflowing_vlm_gives_the_error_and_the_next_prompt_runs(tiny_vlm_fo
         norm.weight.copy_(saved)
     (again,) = encoder.encode(request, options)
     assert torch.equal(again.token_ids, reference.token_ids)
+
+
+def test_the_generate_arguments_hand_the_draw_to_the_sampler_alone():
+    """transformers then decodes greedily over the sampler's output: none of its own warpers, no minimum-length
+    processor (the sampler masks the end tokens itself), and the token ids asked for."""
+    options = SamplingOptions(temperature=0.7, top_p=0.8, max_new_tokens=5)
+    kwargs = options.generate_kwargs(eos_token_id=[2, 3], pad_token_id=1, prompt_length=11)
+    config, (sampler,) = kwargs["generation_config"], kwargs["logits_processor"]
+    assert isinstance(sampler, TopPSampler)
+    assert (sampler.temperature, sampler.top_p, sampler.prompt_length, sampler.min_new_tokens, sampler.eos_token_ids) == (
+        0.7, 0.8, 11, 5, [2, 3])
+    assert (config.do_sample, config.temperature, config.top_p, config.top_k, config.min_new_tokens) == (False, None, None, None, None)
+    assert (config.eos_token_id, config.pad_token_id, config.max_new_tokens) == ([2, 3], 1, 5)
+    assert options.generate_kwargs(eos_token_id=7, pad_token_id=1, prompt_length=11)["logits_processor"][0].eos_token_ids == [7]
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.01])
+def test_top_p_up_to_one_is_sampling(top_p):
+    assert SamplingOptions(top_p=top_p).generation_config(eos_token_id=2, pad_token_id=1).top_p == top_p
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.0, 0.9), (-1.0, 0.9), (0.6, 0.0), (0.6, 1.01)])
+def test_other_sampling_settings_are_refused_naming_greedy(temperature, top_p):
+    with pytest.raises(ThinkDiffError) as refused:
+        SamplingOptions(temperature=temperature, top_p=top_p).generation_config(eos_token_id=2, pad_token_id=1)
+    assert str(refused.value) == (f"sampling needs temperature > 0 and 0 < top_p <= 1 (got {temperature}, {top_p}); "
+                                  "switch greedy on for deterministic decoding")

@@ -90,7 +90,7 @@ def read_tables(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, name = key.strip().partition(".")
-        if not (sep and dot and name):
+        if not (sep and section and dot and name):
             raise ThinkDiffError(f"override {item!r} must look like section.key=value")
         tables.setdefault(section, {})[name] = parse_value(value.strip())
     return tables, base_dir

@@ -147,7 +147,7 @@ TINY_VISION_TOWER = dict(hidden_size=48, intermediate_size=64, num_hidden_layers
 
 
 def tiny_vision_config(**overrides) -> Blip2VisionConfig:
-    """BLIP-2's vision tower at 32 wide, 2 layers; 224 px / patch 14 = the reference's 16x16 grid."""
+    """BLIP-2's vision tower at 48 wide, 2 layers; 224 px / patch 14 = the reference's 16x16 grid."""
     return Blip2VisionConfig(**{**TINY_VISION_TOWER, **overrides})
 
 
