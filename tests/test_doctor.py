@@ -168,6 +168,7 @@ def test_working_memory_is_the_typical_think_to_a_tenth_of_a_gb_with_fp8s_cast_h
 def test_the_recommendation_says_why_and_takes_a_format_that_just_fits():
     exactly = QWEN2_VL_7B_GB["default"] + working_gb("default")
     assert recommend(exactly)[0] == "default"
+    assert recommend(11.0)[0] == "bnb_8bit"  # fp8 needs 9.5 + 1.9 GB (its cast head), 8-bit 9.4 + 0.9 GB
     assert recommend(16.0) == ("fp8_e4m3fn", f"9.5 GB of weights + about {working_gb('fp8_e4m3fn')} GB working memory fit in 16.0 GB")
     assert recommend(5.0) == ("fp8_e4m3fn", "nothing fits in 5.0 GB: fp8_e4m3fn streams the layers that do not fit from CPU "
                                             "RAM (slower, but it runs)")
@@ -179,6 +180,7 @@ def test_the_advice_names_the_first_gpu_its_free_memory_and_the_format(monkeypat
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: cards[device][1:])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: cards[device][0])
     assert vram_advice.gpu_memory() == ("Fake GPU 0", 12.0, 24.0)
+    assert vram_advice.gigabytes(9.44e9) == "9.4 GB"
     assert vram_advice.advice() == (f"GPU: Fake GPU 0, 12.0 of 24.0 GB free. VLM Loader weights: {recommend(12.0)[0]} "
                                     f"({recommend(12.0)[1]}). Close other GPU programs or press Unload Models for more room.")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

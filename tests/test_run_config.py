@@ -67,7 +67,7 @@ def test_values_are_checked_and_converted_against_the_defaults():
     settings = load_sections(Settings, None, ["run.rate=1", "data.sizes=[3, 4, 5]", "run.mode=fast", "data.name=big set"])
     assert settings.run.rate == 1.0 and isinstance(settings.run.rate, float)  # an int for a float
     assert settings.data.sizes == (3, 4, 5) and settings.data.name == "big set"  # an array for a tuple; a bare string
-    assert settings.run.mode == "fast"
+    assert settings.run.mode == "fast" and type(load_sections(Settings, None, ["run.steps=3"]).run.steps) is int
     assert refusal("run.steps=true") == "[run] steps must be a int, got True"
     assert refusal("run.mode=slow") == "[run] mode must be one of fast, exact, got 'slow'"
 

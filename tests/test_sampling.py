@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 import torch
-from transformers import TopPLogitsWarper
+from transformers import GenerationConfig, TopPLogitsWarper
 
 from thinkdiff import sampling
 from thinkdiff.errors import ThinkDiffError
@@ -279,6 +279,12 @@ def test_the_generate_arguments_hand_the_draw_to_the_sampler_alone():
     assert (config.do_sample, config.temperature, config.top_p, config.top_k, config.min_new_tokens) == (False, None, None, None, None)
     assert (config.eos_token_id, config.pad_token_id, config.max_new_tokens) == ([2, 3], 1, 5)
     assert options.generate_kwargs(eos_token_id=7, pad_token_id=1, prompt_length=11)["logits_processor"][0].eos_token_ids == [7]
+
+
+def test_greedy_decoding_carries_no_sampling_settings():
+    config = SamplingOptions(greedy=True, temperature=0.3, top_p=0.5).generation_config(eos_token_id=2, pad_token_id=1)
+    plain = GenerationConfig()
+    assert not config.do_sample and (config.temperature, config.top_p, config.top_k) == (plain.temperature, plain.top_p, plain.top_k)
 
 
 @pytest.mark.parametrize("top_p", [1.0, 0.01])

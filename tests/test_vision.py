@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2VisionModel
+from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2VisionModel, CLIPVisionConfig
 
 from tests.support.tiny_models import TINY_VISION_TOWER, make_aligner, make_vision, tiny_vision_config, trained_looking
 from thinkdiff import vision_extract
@@ -314,3 +314,11 @@ def test_only_supported_towers_are_saved(tmp_path):
     with pytest.raises(ThinkDiffError) as refused:
         save_vision_file(torch.nn.Linear(2, 2), tmp_path / "v.safetensors")
     assert str(refused.value) == "unsupported vision encoder 'Linear'; supported: Blip2VisionModel"
+
+
+def test_an_encoder_of_random_weights_from_a_config_as_the_benchmarks_build_it():
+    encoder = VisionTokenEncoder.from_config(tiny_vision_config(hidden_size=24), grid=4)
+    assert type(encoder.model) is Blip2VisionModel and encoder.hidden_size == 24 and encoder.num_tokens == 17
+    assert encoder.encode([Image.new("RGB", (30, 20))]).shape == (1, 17, 24)
+    with pytest.raises(ThinkDiffError, match="unsupported vision encoder 'CLIPVisionModel'"):
+        VisionTokenEncoder.from_config(CLIPVisionConfig())
