@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import subprocess
@@ -15,6 +17,7 @@ from safetensors.torch import save_file
 from tests.support.paths import REPO
 from tests.support.tiny_models import make_aligner
 from thinkdiff import doctor, vram_advice
+from thinkdiff.__main__ import main as cli
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.model_setup import BY_NAME, CATALOGUE, missing_message
 from thinkdiff.qwen2_vl_sizes import QWEN2_VL_7B
@@ -114,7 +117,11 @@ def test_every_model_of_the_shipped_workflows_is_catalogued_and_documented():
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "thinkdiff", "doctor", *args], cwd=REPO, capture_output=True, text=True)
+    """``python -m thinkdiff doctor ARGS``, in this process (so that mutation testing sees the code it runs)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        returncode = cli(["doctor", *args])
+    return subprocess.CompletedProcess(["doctor", *args], returncode, stdout.getvalue(), stderr.getvalue())
 
 
 def test_cli_exit_status_follows_readiness(tmp_path):
@@ -127,6 +134,9 @@ def test_cli_exit_status_follows_readiness(tmp_path):
     assert ready.returncode == 0 and "1 of 1 workflows ready" in ready.stdout, ready.stdout + ready.stderr
     nowhere = run_cli("--comfyui", str(tmp_path / "nope"))
     assert nowhere.returncode == 1 and "--comfyui" in nowhere.stderr
+    command = subprocess.run([sys.executable, "-m", "thinkdiff", "doctor", "--comfyui", str(tmp_path), "--workflow", workflow.stem],
+                             cwd=REPO, capture_output=True, text=True)  # the command itself
+    assert command.returncode == 0 and command.stdout == ready.stdout
 
 
 def test_the_doctor_imports_neither_comfyui_nor_torch():
