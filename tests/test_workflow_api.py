@@ -1,6 +1,8 @@
 """UI (0.4) workflow -> API graph, as the frontend converts it: widget slots, links, defaults for newer widgets."""
 
-from thinkdiff.workflow_api import ui_to_api
+import pytest
+
+from thinkdiff.workflow_api import api_to_ui, ui_to_api
 
 INFO = {"Sampler": {"display_name": "Sampler", "input_order": {"required": ["model", "seed", "steps", "sampler"],
                                                                 "optional": ["weights"]},
@@ -26,3 +28,63 @@ def test_widget_values_fill_the_inputs_in_order_skipping_the_seed_control():
 def test_widgets_newer_than_the_saved_workflow_get_their_defaults():
     api = ui_to_api(workflow([42, "fixed"]), INFO)
     assert api["2"]["inputs"] == {"model": ["1", 0], "seed": 42, "steps": 20, "sampler": "euler", "weights": "default"}
+
+
+UPLOAD = {"LoadImage": {"display_name": "Load Image", "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"],
+                        "input": {"required": {"image": [["a.png", "b.png"], {"image_upload": True}]}}},  # no input_order
+          "Think": {"display_name": "ThinkDiff Think", "output": ["FEATURES"], "output_name": ["features"],
+                    "input_order": {"required": ["image", "prompt", "seed"], "optional": ["tokens"]},
+                    "input": {"required": {"image": ["IMAGE"], "prompt": ["STRING", {"default": "hi", "multiline": True}],
+                                           "seed": ["INT", {"default": 7, "control_after_generate": True}]},
+                              "optional": {"tokens": ["INT", {"default": 128}]}}},
+          "Loader": {"display_name": "Loader", "output": ["MODEL"], "output_name": ["model"],
+                     "input": {"required": {"name": [[]]}}}}
+API = {"4": {"class_type": "LoadImage", "inputs": {"image": "b.png"}, "_meta": {"title": "Load Image"}},
+       "9": {"class_type": "Think", "inputs": {"image": ["4", 0], "prompt": "why?", "seed": ["12", 0], "tokens": 64},
+             "_meta": {"title": "My think"}},
+       "12": {"class_type": "Think", "inputs": {"image": ["4", 0], "prompt": "first", "seed": 3, "tokens": 128},
+              "_meta": {"title": "ThinkDiff Think"}}}
+
+
+def test_an_upload_button_takes_a_slot_a_link_overrides_a_widget_and_titles_fall_back():
+    ui = {"nodes": [{"id": 4, "type": "LoadImage", "widgets_values": ["b.png", "image"]},
+                    {"id": 9, "type": "Think", "title": "My think", "widgets_values": ["why?", 5, "fixed", 64],
+                     "inputs": [{"name": "image", "link": 1}, {"name": "seed", "link": 2, "widget": {"name": "seed"}},
+                                {"name": "tokens", "link": None}]},
+                    {"id": 12, "type": "Think", "widgets_values": ["first", 3, "randomize"], "inputs": [{"name": "image", "link": 3}]},
+                    {"id": 13, "type": "Loader", "widgets_values": None, "mode": 2}],  # muted: left out
+          "links": [[1, 4, 0, 9, 0, "IMAGE"], [2, 12, 0, 9, 1, "INT"], [3, 4, 0, 12, 0, "IMAGE"]]}
+    assert ui_to_api(ui, UPLOAD) == API
+
+
+def test_a_bypassed_node_is_refused_by_id_and_type():
+    ui = {"nodes": [{"id": 13, "type": "Loader", "widgets_values": [], "mode": 4}], "links": []}
+    with pytest.raises(ValueError, match=r"^node 13 \(Loader\) is bypassed; not supported here$"):
+        ui_to_api(ui, UPLOAD)
+    assert ui_to_api({"nodes": [{"id": 13, "type": "Loader", "widgets_values": []}], "links": []}, UPLOAD) == {
+        "13": {"class_type": "Loader", "inputs": {"name": None}, "_meta": {"title": "Loader"}}}  # an empty combo: no default
+
+
+def test_api_to_ui_builds_the_frontends_graph_and_converts_back():
+    ui = api_to_ui(API, UPLOAD, layout={"4": (10.0, 20.0)}, extras={"9": {"size": [400, 300], "color": "#223"}})
+    assert ui_to_api(ui, UPLOAD) == API
+    assert (ui["last_node_id"], ui["last_link_id"], ui["version"], ui["groups"]) == (12, 3, 0.4, [])
+    assert ui["links"] == [[1, 4, 0, 9, 0, "IMAGE"], [2, 12, 0, 9, 1, "FEATURES"], [3, 4, 0, 12, 0, "IMAGE"]]
+    load, think, first = ui["nodes"]
+    assert (load["pos"], think["pos"], first["pos"]) == ([10.0, 20.0], [320, 100], [640, 100])  # laid out, else in a row
+    assert load["widgets_values"] == ["b.png", "image"] and load["inputs"] == [] and "title" in load
+    assert load["outputs"] == [{"name": "IMAGE", "type": "IMAGE", "links": [1, 3]}, {"name": "MASK", "type": "MASK", "links": []}]
+    assert think["title"] == "My think" and think["size"] == [400, 300] and think["color"] == "#223"
+    assert think["widgets_values"] == ["why?", 7, "fixed", 64]  # the linked seed keeps its default and control slot
+    assert think["inputs"] == [{"name": "image", "type": "IMAGE", "link": 1},
+                               {"name": "seed", "type": "FEATURES", "link": 2, "widget": {"name": "seed"}}]
+    assert first["widgets_values"] == ["first", 3, "fixed", 128] and first["outputs"][0]["links"] == [2]
+    assert (think["order"], think["mode"], think["type"], think["properties"]) == (1, 0, "Think", {"Node name for S&R": "Think"})
+
+
+def test_an_unlinked_socket_input_is_listed_without_a_link():
+    info = {"Think": {**UPLOAD["Think"], "input": {**UPLOAD["Think"]["input"]}}}
+    ui = api_to_ui({"1": {"class_type": "Think", "inputs": {"prompt": "x", "seed": 1}}}, info, layout={})
+    (node,) = ui["nodes"]
+    assert node["inputs"] == [{"name": "image", "type": "IMAGE", "link": None}] and "title" not in node
+    assert node["widgets_values"] == ["x", 1, "fixed"] and ui["links"] == []  # no value for tokens: no slot
