@@ -91,10 +91,13 @@ def test_release_checkpoint_loads_with_weights_only(tmp_path, aligner, layout):
     assert weights.metadata == {"converted_from": "thinkdiff_lvlm.pth"}
 
 
-def test_conversion_round_trip(tmp_path, aligner):
+def test_conversion_round_trip(tmp_path, aligner, capsys):
     torch.save({"model": release_state(aligner), "epoch": 4}, tmp_path / "release.pth")
-    assert cli(["convert-aligner", str(tmp_path / "release.pth"), str(tmp_path / "ours.safetensors"), "--variant", "lvlm"]) == 0
+    assert cli(["convert-aligner", str(tmp_path / "release.pth"), str(tmp_path / "ours.safetensors"), "--variant", "lvlm",
+                "--source-model", "Qwen2-VL-7B-Instruct"]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'ours.safetensors'}: lvlm aligner 40 -> 24 -> 16\n"
     weights = load_aligner_weights(tmp_path / "ours.safetensors")
+    assert weights.metadata["source_model"] == "Qwen2-VL-7B-Instruct"
     assert_same_weights(weights, aligner)
     assert weights.metadata["format"] == "thinkdiff.aligner"
     assert weights.metadata["variant"] == "lvlm"

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from tests.support.paths import REPO
 from tests.support.tiny_models import make_aligner
 from thinkdiff import doctor, vram_advice
+from thinkdiff.__main__ import SETUP_NOT_HERE
 from thinkdiff.__main__ import main as cli
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.model_setup import BY_NAME, CATALOGUE, missing_message
@@ -137,6 +138,67 @@ def test_cli_exit_status_follows_readiness(tmp_path):
     command = subprocess.run([sys.executable, "-m", "thinkdiff", "doctor", "--comfyui", str(tmp_path), "--workflow", workflow.stem],
                              cwd=REPO, capture_output=True, text=True)  # the command itself
     assert command.returncode == 0 and command.stdout == ready.stdout
+
+
+def test_setup_and_doctor_fix_hand_their_arguments_to_hub_setup(tmp_path, monkeypatch):
+    from hub_setup import fetch
+
+    seen = []
+    monkeypatch.setattr(fetch, "run", lambda args: seen.append(args) or 3)
+    assert cli(["setup", "--model", "clip_l.safetensors", "--comfyui", str(tmp_path)]) == 3
+    assert cli(["doctor", "--fix", "--comfyui", str(tmp_path), "--workflow", "x"]) == 3
+    assert (seen[0].model, seen[0].comfyui, seen[1].fix, seen[1].workflow, seen[1].model) == (
+        ["clip_l.safetensors"], tmp_path, True, ["x"], [])
+
+
+class Without:
+    """A module finder that finds none of ``names``, as if their folders were not there."""
+
+    def __init__(self, *names: str) -> None:
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+def test_setup_without_hub_setup_says_where_to_get_it(monkeypatch, capsys):
+    """The Comfy Registry archive leaves hub_setup/ out; a module missing inside it is a different error."""
+    for name in ("hub_setup", "hub_setup.fetch"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Without("hub_setup"), *sys.meta_path])
+    assert cli(["setup", "--variant", "lvlm"]) == 1
+    assert capsys.readouterr().err == f"error: {SETUP_NOT_HERE}\n"
+    sys.meta_path[0] = Without("hub_setup.fetch")
+    with pytest.raises(ModuleNotFoundError, match="hub_setup.fetch"):
+        cli(["setup", "--variant", "lvlm"])
+
+
+def test_the_guidance_says_what_where_source_how_and_licence():
+    qwen, flux, vae = BY_NAME["Qwen2-VL-7B-Instruct"], BY_NAME["flux1-dev.safetensors"], BY_NAME["cogvideox_vae.safetensors"]
+    assert qwen.guidance() == (
+        f"{qwen.what}: put it at ComfyUI/models/LLM/Qwen2-VL-7B-Instruct/ ({qwen.size}). Source: {qwen.url}. Fetch it: "
+        "`python -m thinkdiff setup --model Qwen2-VL-7B-Instruct` (in ComfyUI/custom_nodes/ComfyUI-ThinkDiff). "
+        f"By hand: {qwen.how}. Licence: Apache-2.0.")
+    assert flux.guidance() == (
+        f"FLUX.1-dev diffusion model: put it at ComfyUI/models/diffusion_models/flux1-dev.safetensors (23.8 GB (bf16)). "
+        f"Source: {flux.url}. Fetch it: `python -m thinkdiff setup --model flux1-dev.safetensors` (in "
+        f"ComfyUI/custom_nodes/ComfyUI-ThinkDiff). Licence: {flux.licence}.")
+    assert vae.guidance() == (f"{vae.what}: put it at ComfyUI/models/vae/cogvideox_vae.safetensors ({vae.size}). Source: "
+                              f"{vae.url}. Get it: {vae.how}. Licence: {vae.licence}.")
+
+
+def test_a_missing_file_message_names_the_folders_searched_and_what_belongs_there():
+    message = missing_message("ae.safetensors", "vae", ["/a/models/vae", "/b/vae"])
+    assert message == (f"'ae.safetensors' not found in /a/models/vae, /b/vae. {BY_NAME['ae.safetensors'].guidance()} "
+                       "Run `python -m thinkdiff doctor` to check every workflow's files.")
+    vaes = [entry.guidance() for entry in CATALOGUE if entry.folder == "vae"]
+    assert len(vaes) > 1  # a known name looked for in another folder, or an unknown one: every file of that folder
+    elsewhere = missing_message("ae.safetensors", "diffusion_models", [])
+    assert elsewhere.startswith("'ae.safetensors' not found in ComfyUI/models/diffusion_models. ")
+    assert BY_NAME["flux1-dev.safetensors"].guidance() in elsewhere and BY_NAME["ae.safetensors"].guidance() not in elsewhere
+    assert missing_message("my.safetensors", "vae", []) == (f"'my.safetensors' not found in ComfyUI/models/vae. {' '.join(vaes)} "
+                                                          "Run `python -m thinkdiff doctor` to check every workflow's files.")
 
 
 def test_the_doctor_imports_neither_comfyui_nor_torch():

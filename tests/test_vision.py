@@ -119,11 +119,13 @@ def shards_read(monkeypatch) -> list[str]:
     return opened
 
 
-def test_extraction_from_a_blip2_folder(tmp_path, blip2, shards_read):
+def test_extraction_from_a_blip2_folder(tmp_path, blip2, shards_read, capsys):
     blip2.save_pretrained(tmp_path / "blip2", max_shard_size="1MB")  # sharded, with an index, like the real one
     index = json.loads((tmp_path / "blip2" / "model.safetensors.index.json").read_text())["weight_map"]
     target = tmp_path / "models" / "blip2_vision.safetensors"
     assert cli(["extract-vision", str(tmp_path / "blip2"), str(target), "--dtype", "fp32"]) == 0
+    assert capsys.readouterr().out == f"wrote {target} ({target.stat().st_size / 10**6:,.1f} MB)\n"
+    assert 0.1 < target.stat().st_size / 10**6 < 1000  # the line's figure is not 0.0
     encoder = VisionTokenEncoder.from_file(target)
     pixels = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -203,6 +205,12 @@ def test_a_folder_without_vision_weights_or_with_other_widths_is_refused(tmp_pat
     with pytest.raises(ThinkDiffError, match=rf"(?s)^the vision weights in {re.escape(str(folder))} do not match its config: "
                                              r".*Missing key.*post_layernorm\.weight"):
         extract_blip2_vision(folder, tmp_path / "vision.safetensors")
+
+
+def test_the_command_stores_fp16_by_default(tmp_path, blip2):
+    blip2.save_pretrained(tmp_path / "blip2")
+    assert cli(["extract-vision", str(tmp_path / "blip2"), str(tmp_path / "v.safetensors")]) == 0
+    assert {tensor.dtype for tensor in load_file(str(tmp_path / "v.safetensors")).values()} == {torch.float16}
 
 
 def test_extraction_needs_a_blip2_folder(tmp_path, capsys):

@@ -41,7 +41,7 @@ def extract_vision(args: argparse.Namespace) -> None:
     from .vision_extract import extract_blip2_vision
 
     path = extract_blip2_vision(args.folder, args.target, dtype=DTYPES[args.dtype])
-    print(f"wrote {path} ({path.stat().st_size / 2**30:.2f} GiB)")
+    print(f"wrote {path} ({path.stat().st_size / 10**6:,.1f} MB)")
 
 
 def setup(args: argparse.Namespace) -> int:

@@ -135,12 +135,12 @@ def save_aligner_weights(weights: AlignerWeights, path: str | Path, **metadata: 
 
 
 def convert_release_checkpoint(src: str | Path, dst: str | Path, **metadata: str) -> AlignerWeights:
-    """Convert a release checkpoint to our format, unpickling tensors only (no code from the file runs)."""
+    """Convert a release checkpoint to our format, unpickling tensors only (no code from the file runs); returns the
+    written file, read back."""
     src = Path(src)
     if src.suffix.lower() in SAFETENSORS_SUFFIXES:
         weights = load_aligner_weights(src)
     else:
         obj = load_tensors_only(src)
         weights = AlignerWeights(_normalise_keys(_release_state_dict(obj, src), src), {"converted_from": src.name})
-    save_aligner_weights(weights, dst, **metadata)
-    return weights
+    return load_aligner_weights(save_aligner_weights(weights, dst, **metadata))
