@@ -8,7 +8,7 @@ from thinkdiff.progress import Progress, format_duration
 
 @pytest.mark.parametrize(("seconds", "text"), [
     (0, "0m00s"), (-5, "0m00s"), (59.9, "0m59s"), (61, "1m01s"), (120, "2m00s"), (3599, "59m59s"), (3600, "1h00m"),
-    (7199, "1h59m"), (7200 + 119, "2h01m"),
+    (7140, "1h59m"), (7200 + 119, "2h01m"),
 ])
 def test_durations_read_as_minutes_and_seconds_below_an_hour_and_hours_and_minutes_above(seconds, text):
     assert format_duration(seconds) == text
