@@ -201,6 +201,76 @@ def test_a_missing_file_message_names_the_folders_searched_and_what_belongs_ther
                                                           "Run `python -m thinkdiff doctor` to check every workflow's files.")
 
 
+def write_workflow(path: Path, *loaders: tuple[str, list[str]]) -> Path:
+    path.write_text(json.dumps({"nodes": [{"id": n, "type": kind, "widgets_values": values}
+                                          for n, (kind, values) in enumerate(loaders, 1)], "links": []}))
+    return path
+
+
+def test_the_whole_report_of_a_ready_and_an_unready_workflow(tmp_path):
+    models = tmp_path / "models"
+    (models / "LLM" / "Qwen2-VL-7B-Instruct").mkdir(parents=True)  # transformers 4.x's layout: the width at the top
+    (models / "LLM" / "Qwen2-VL-7B-Instruct" / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "hidden_size": 64}))
+    make_aligner(models / "thinkdiff" / "thinkdiff_lvlm.safetensors", in_dim=64, hidden_dim=16, out_dim=32)
+    (models / "unet").mkdir(parents=True)  # ComfyUI's older folder name
+    save_file({"model.diffusion_model.txt_in.weight": torch.zeros(8, 48)}, str(models / "unet" / "flux1-dev.safetensors"))
+    think = write_workflow(tmp_path / "think.json", ("ThinkDiffVLMLoader", ["Qwen2-VL-7B-Instruct", "bf16"]),
+                           ("ThinkDiffAlignerLoader", ["thinkdiff_lvlm.safetensors"]))
+    flux = write_workflow(tmp_path / "flux.json", ("ThinkDiffAlignerLoader", ["thinkdiff_lvlm.safetensors"]),
+                          ("UNETLoader", ["flux1-dev.safetensors", "default"]),
+                          ("DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux"]))
+    result = run_cli("--comfyui", str(tmp_path), "--workflow", str(think), "--workflow", str(flux))
+    clip_l, t5 = BY_NAME["clip_l.safetensors"], BY_NAME["t5xxl_fp16.safetensors"]
+    fix = "use the aligner trained for these models"
+    assert result.returncode == 1 and result.stdout == f"""ComfyUI models folder: {models} (extra_model_paths.yaml is not read)
+
+think: ready
+  [ok]       LLM/Qwen2-VL-7B-Instruct/
+  [ok]       thinkdiff/thinkdiff_lvlm.safetensors
+  [fits]       VLM/vision hidden size 64 (Qwen2-VL-7B-Instruct) = aligner in 64 (thinkdiff_lvlm.safetensors)
+
+flux: NOT READY
+  [ok]       thinkdiff/thinkdiff_lvlm.safetensors
+  [ok]       diffusion_models/flux1-dev.safetensors
+  [missing]  text_encoders/clip_l.safetensors  (for DualCLIPLoader)
+             {clip_l.guidance()}
+  [missing]  text_encoders/t5xxl_fp16.safetensors  (for DualCLIPLoader)
+             {t5.guidance()}
+  [MISMATCH]   aligner out 32 (thinkdiff_lvlm.safetensors) != Flux / Chroma context 48 (flux1-dev.safetensors): {fix}
+
+1 of 2 workflows ready. Nothing was downloaded. Fetch what is missing with the same command and --fix.
+
+{vram_advice.advice()}
+"""
+    ready = run_cli("--comfyui", str(tmp_path), "--workflow", str(think))
+    assert ready.returncode == 0
+    assert ready.stdout.endswith(f"\n\n1 of 1 workflows ready. Nothing was downloaded.\n\n{vram_advice.advice()}\n")
+
+
+def test_without_a_workflow_named_every_shipped_one_is_checked(tmp_path):
+    (tmp_path / "models").mkdir()
+    result = run_cli("--comfyui", str(tmp_path))
+    assert f"0 of {len(WORKFLOWS)} workflows ready." in result.stdout
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if line.endswith(": NOT READY")] == [w.stem for w in WORKFLOWS]
+
+
+def test_an_unknown_workflow_or_comfyui_folder_is_named_with_the_fix(tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    nope = run_cli("--comfyui", str(tmp_path), "--workflow", "nope")
+    assert nope.returncode == 1 and nope.stderr == f"error: no workflow 'nope'; shipped: {', '.join(w.stem for w in WORKFLOWS)}\n"
+    assert run_cli("--comfyui", str(tmp_path), "--workflow", WORKFLOWS[0].name).returncode == 1  # a shipped file's name works
+    elsewhere = run_cli("--comfyui", str(tmp_path / "none"))
+    assert elsewhere.stderr == (f"error: no ComfyUI models folder at {tmp_path / 'none'}/models: pass --comfyui PATH "
+                                "(the folder holding models/)\n")
+    monkeypatch.setattr(doctor, "default_comfyui", lambda: None)
+    assert run_cli().stderr == "error: this pack is not inside ComfyUI/custom_nodes: pass --comfyui PATH\n"
+
+
+def test_comfyuis_folder_is_two_above_a_pack_in_custom_nodes():
+    assert doctor.default_comfyui(Path("/x/ComfyUI/custom_nodes/ComfyUI-ThinkDiff")) == Path("/x/ComfyUI")
+    assert doctor.default_comfyui(Path("/x/src/ComfyUI-ThinkDiff")) is None
+
+
 def test_the_doctor_imports_neither_comfyui_nor_torch():
     code = ("import sys; import thinkdiff.doctor, thinkdiff.model_setup; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('comfy', 'folder_paths', 'nodes', 'torch')); "
