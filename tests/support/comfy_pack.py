@@ -31,8 +31,8 @@ def _package(name: str, path: str) -> None:
 @functools.cache
 def pack() -> Any:
     """A namespace of the pack's modules: ``streaming``, ``comfy_models``, the node modules (``vlm_nodes``,
-    ``clip_nodes``, ``conditioning_nodes``, ``t5_nodes``), ``vlm``, ``sampling_options``, ``weight_formats``, ``errors``;
-    ComfyUI on the CPU."""
+    ``clip_nodes``, ``conditioning_nodes``, ``t5_nodes``) and their helpers (``alignment``, ``text_encoding``), ``vlm``,
+    ``aligner``, ``sampling_options``, ``weight_formats``, ``errors``; ComfyUI on the CPU."""
     return mount(cpu=True)
 
 
@@ -50,6 +50,7 @@ def mount(cpu: bool) -> Any:
     _package(f"{PACKAGE}.nodes", str(REPO / "nodes"))  # without nodes/__init__: no registration, no other nodes
     names = {"streaming": "nodes.streaming", "comfy_models": "nodes.comfy_models", "vlm_nodes": "nodes.vlm_nodes",
              "clip_nodes": "nodes.clip_nodes", "conditioning_nodes": "nodes.conditioning_nodes", "t5_nodes": "nodes.t5_nodes",
+             "alignment": "nodes.alignment", "text_encoding": "nodes.text_encoding", "aligner": "thinkdiff.aligner",
              "vlm": "thinkdiff.vlm", "sampling_options": "thinkdiff.sampling_options",
              "weight_formats": "thinkdiff.weight_formats", "errors": "thinkdiff.errors"}
     modules = types.SimpleNamespace(**{key: importlib.import_module(f"{PACKAGE}.{name}") for key, name in names.items()})
