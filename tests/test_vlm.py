@@ -2,14 +2,16 @@
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
+from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.sampling_options import SamplingOptions
-from thinkdiff.vlm import QwenVLEncoder, VLMRequest, trim_at_eos
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest, capture_last_position, final_norm, register_tensor_attributes, trim_at_eos
 
 COBSAT = "Word 1: blue, <image>\n\nWord 2: brown, <image>\n\nWord 3: orange, "
 
@@ -278,3 +280,69 @@ def test_the_papers_sampling_masks_the_end_token(encoder, eos_from_the_fourth_to
     for greedy in (True, False):
         (answer,) = encoder.encode([VLMRequest("hello")], SamplingOptions(max_new_tokens=12, greedy=greedy))
         assert answer.num_tokens == 12 and not set(answer.token_ids.tolist()) & set(encoder.eos_token_id)
+
+
+def test_tensor_attributes_become_buffers_that_move_and_are_not_saved():
+    module = torch.nn.Linear(2, 2)
+    table = torch.arange(4.0)
+    module.original_inv_freq = table  # as transformers 4.x's rotary embedding keeps it
+    register_tensor_attributes(torch.nn.Sequential(module))
+    assert dict(module.named_buffers())["original_inv_freq"].equal(table) and "original_inv_freq" not in module.state_dict()
+    table += 1  # a copy of its own, as transformers 5.x registers it
+    assert module.original_inv_freq.equal(torch.arange(4.0))
+    assert module.to(torch.float16).original_inv_freq.dtype == torch.float16  # moved and cast with the module
+
+
+@pytest.mark.parametrize("path", ["model.language_model.norm", "model.norm", "language_model.model.norm"])
+def test_the_final_norm_is_found_in_each_transformers_layout(path):
+    """5.x: model.language_model.norm; 4.5x: model.norm; older wrappers: language_model.model.norm."""
+    root = torch.nn.Module()
+    parent = root
+    for name in path.split(".")[:-1]:
+        parent.add_module(name, torch.nn.Module())
+        parent = getattr(parent, name)
+    norm = torch.nn.LayerNorm(2)
+    parent.add_module("norm", norm)
+    assert final_norm(root) is norm
+
+
+def test_a_model_without_a_final_norm_is_named():
+    with pytest.raises(ThinkDiffError) as refused:
+        final_norm(torch.nn.Linear(2, 2))
+    assert str(refused.value) == "cannot find the final norm of Linear; is it a Qwen2-VL model?"
+
+
+def test_the_capture_ends_with_its_context():
+    layer = torch.nn.Identity()
+    with capture_last_position(layer) as rows:
+        layer(torch.arange(6.0).reshape(1, 3, 2))
+    layer(torch.zeros(1, 3, 2))
+    assert len(rows) == 1 and rows[0].equal(torch.tensor([[4.0, 5.0]]))
+
+
+def test_end_and_pad_ids_fall_back_to_the_models_config_then_the_tokenizer_then_the_end_token(tiny_vlm_folder):
+    model = Qwen2VLForConditionalGeneration.from_pretrained(tiny_vlm_folder)
+    processor = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=None))
+    model.generation_config = GenerationConfig()  # a folder without generation_config.json
+    encoder = QwenVLEncoder(model, processor)
+    assert encoder.eos_token_id == model.config.eos_token_id == 151645 and encoder.pad_token_id == 151645
+    model.generation_config = GenerationConfig(eos_token_id=[7, 8])
+    processor.tokenizer.pad_token_id = 3
+    assert (QwenVLEncoder(model, processor).eos_token_id, QwenVLEncoder(model, processor).pad_token_id) == ([7, 8], 3)
+    model.generation_config = GenerationConfig(eos_token_id=[7, 8])
+    processor.tokenizer.pad_token_id = None
+    assert QwenVLEncoder(model, processor).pad_token_id == 7
+    assert (QwenVLEncoder(model, processor).hidden_size, QwenVLEncoder(model, processor).context_length) == (
+        model.config.text_config.hidden_size, model.config.text_config.max_position_embeddings)
+
+
+def test_a_tokenizer_in_vocab_and_merges_files_is_enough(tmp_path, tiny_vlm_folder):
+    folder = tmp_path / "slow-tokenizer"
+    shutil.copytree(tiny_vlm_folder, folder)
+    bpe = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]  # the same BPE, as the slow files
+    (folder / "vocab.json").write_text(json.dumps(bpe["vocab"]), encoding="utf-8")
+    merges = [" ".join(pair) if isinstance(pair, list) else pair for pair in bpe["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "tokenizer.json").unlink()
+    encoder = QwenVLEncoder.from_folder(folder, dtype=torch.float32)
+    assert encoder.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") == encoder.model.config.image_token_id
