@@ -332,8 +332,9 @@ def test_end_and_pad_ids_fall_back_to_the_models_config_then_the_tokenizer_then_
     model.generation_config = GenerationConfig(eos_token_id=[7, 8])
     processor.tokenizer.pad_token_id = None
     assert QwenVLEncoder(model, processor).pad_token_id == 7
+    text = getattr(model.config, "text_config", model.config)  # transformers 4.5x: the top level
     assert (QwenVLEncoder(model, processor).hidden_size, QwenVLEncoder(model, processor).context_length) == (
-        model.config.text_config.hidden_size, model.config.text_config.max_position_embeddings)
+        text.hidden_size, text.max_position_embeddings)
 
 
 def test_a_tokenizer_in_vocab_and_merges_files_is_enough(tmp_path, tiny_vlm_folder):
