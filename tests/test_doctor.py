@@ -217,8 +217,8 @@ def test_the_whole_report_of_a_ready_and_an_unready_workflow(tmp_path):
     think = write_workflow(tmp_path / "think.json", ("ThinkDiffVLMLoader", ["Qwen2-VL-7B-Instruct", "bf16"]),
                            ("ThinkDiffAlignerLoader", ["thinkdiff_lvlm.safetensors"]))
     flux = write_workflow(tmp_path / "flux.json", ("ThinkDiffAlignerLoader", ["thinkdiff_lvlm.safetensors"]),
-                          ("UNETLoader", ["flux1-dev.safetensors", "default"]),
-                          ("DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux"]))
+                          ("DualCLIPLoader", ["clip_l.safetensors", "t5xxl_fp16.safetensors", "flux"]),
+                          ("UNETLoader", ["flux1-dev.safetensors", "default"]))
     result = run_cli("--comfyui", str(tmp_path), "--workflow", str(think), "--workflow", str(flux))
     clip_l, t5 = BY_NAME["clip_l.safetensors"], BY_NAME["t5xxl_fp16.safetensors"]
     fix = "use the aligner trained for these models"
@@ -231,11 +231,11 @@ think: ready
 
 flux: NOT READY
   [ok]       thinkdiff/thinkdiff_lvlm.safetensors
-  [ok]       diffusion_models/flux1-dev.safetensors
   [missing]  text_encoders/clip_l.safetensors  (for DualCLIPLoader)
              {clip_l.guidance()}
   [missing]  text_encoders/t5xxl_fp16.safetensors  (for DualCLIPLoader)
              {t5.guidance()}
+  [ok]       diffusion_models/flux1-dev.safetensors
   [MISMATCH]   aligner out 32 (thinkdiff_lvlm.safetensors) != Flux / Chroma context 48 (flux1-dev.safetensors): {fix}
 
 1 of 2 workflows ready. Nothing was downloaded. Fetch what is missing with the same command and --fix.
@@ -245,6 +245,55 @@ flux: NOT READY
     ready = run_cli("--comfyui", str(tmp_path), "--workflow", str(think))
     assert ready.returncode == 0
     assert ready.stdout.endswith(f"\n\n1 of 1 workflows ready. Nothing was downloaded.\n\n{vram_advice.advice()}\n")
+
+
+def test_requirements_come_from_loader_widgets_and_download_links_once_each():
+    link = {"name": "4x_upscale.safetensors", "url": "https://example.org/4x.safetensors", "directory": "upscale_models"}
+    workflow = {"nodes": [
+        {"type": "DualCLIPLoader", "widgets_values": ["clip_l.safetensors"]},  # a workflow saved with fewer widgets
+        {"type": "UpscaleModelLoader", "widgets_values": ["4x_upscale.safetensors"], "properties": {"models": [link]}},
+        {"type": "CLIPLoader", "widgets_values": ["clip_l.safetensors", "flux"],
+         "properties": {"models": [{**link, "name": "clip_l.safetensors", "directory": "text_encoders"}]}}]}
+    requirements = doctor.workflow_requirements(workflow)
+    assert [(r.model.folder, r.model.name, r.node_type) for r in requirements] == [
+        ("text_encoders", "clip_l.safetensors", "DualCLIPLoader"), ("upscale_models", "4x_upscale.safetensors", "UpscaleModelLoader")]
+    upscaler = requirements[1].model
+    assert (upscaler.url, upscaler.is_folder, upscaler.destination) == (link["url"], False, "ComfyUI/models/upscale_models/4x_upscale.safetensors")
+    assert doctor.workflow_requirements({"links": []}) == []  # an API-format graph has no "nodes"
+
+
+def test_widths_from_sft_files_t5s_width_and_only_the_vision_files_metadata(tmp_path):
+    models = tmp_path / "models"
+    make_aligner(models / "thinkdiff" / "thinkdiff_lvlm.safetensors", in_dim=64, hidden_dim=16, out_dim=32)
+    (models / "text_encoders").mkdir(parents=True)
+    save_file({"encoder.final_layer_norm.weight": torch.ones(40)}, str(models / "text_encoders" / "t5xxl_fp16.safetensors"),
+              metadata={"hidden_size": "64"})  # a converter's note, not a source width
+    (models / "diffusion_models").mkdir(parents=True)
+    save_file({"txt_in.weight": torch.zeros(8, 32)}, str(models / "diffusion_models" / "flux1-dev.sft"))
+    (models / "LLM" / "Qwen2-VL-7B-Instruct").mkdir(parents=True)
+    (models / "LLM" / "Qwen2-VL-7B-Instruct" / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))  # no width
+    workflow = write_workflow(tmp_path / "w.json", ("ThinkDiffVLMLoader", ["Qwen2-VL-7B-Instruct"]),
+                              ("CLIPLoader", ["t5xxl_fp16.safetensors"]), ("UNETLoader", ["flux1-dev.sft"]),
+                              ("ThinkDiffAlignerLoader", ["thinkdiff_lvlm.safetensors"]))
+    (result,) = doctor.diagnose(tmp_path, [workflow])
+    assert result.fits == [
+        (True, "aligner out 32 (thinkdiff_lvlm.safetensors) = Flux / Chroma context 32 (flux1-dev.sft)"),
+        (False, "aligner out 32 (thinkdiff_lvlm.safetensors) != T5 40 (t5xxl_fp16.safetensors): use the aligner trained for "
+                "these models")]
+
+
+def test_an_unreadable_file_is_named_and_the_other_checks_still_run(tmp_path):
+    models = tmp_path / "models"
+    (models / "diffusion_models").mkdir(parents=True)
+    (models / "diffusion_models" / "flux1-dev.safetensors").write_bytes(b"\xff" * 64)
+    (models / "LLM" / "Qwen2-VL-7B-Instruct").mkdir(parents=True)
+    (models / "LLM" / "Qwen2-VL-7B-Instruct" / "config.json").write_text(json.dumps({"text_config": {"hidden_size": 64}}))
+    make_aligner(models / "thinkdiff" / "thinkdiff_lvlm.safetensors", in_dim=64, hidden_dim=16, out_dim=32)
+    workflow = write_workflow(tmp_path / "w.json", ("UNETLoader", ["flux1-dev.safetensors"]),
+                              ("ThinkDiffVLMLoader", ["Qwen2-VL-7B-Instruct"]), ("ThinkDiffAlignerLoader", ["thinkdiff_lvlm.safetensors"]))
+    (result,) = doctor.diagnose(tmp_path, [workflow])
+    assert [ok for ok, _ in result.fits] == [False, True] and result.fits[0][1].startswith("cannot read flux1-dev.safetensors: ")
+    assert "64 (Qwen2-VL-7B-Instruct) = aligner in 64" in result.fits[1][1]
 
 
 def test_without_a_workflow_named_every_shipped_one_is_checked(tmp_path):

@@ -31,15 +31,18 @@ def test_widgets_newer_than_the_saved_workflow_get_their_defaults():
 
 
 UPLOAD = {"LoadImage": {"display_name": "Load Image", "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"],
-                        "input": {"required": {"image": [["a.png", "b.png"], {"image_upload": True}]}}},  # no input_order
+                        "input": {"required": {"image": [["a.png", "b.png"], {"image_upload": True}],  # no input_order
+                                               "channel": [["alpha", "red"], {}]}}},
           "Think": {"display_name": "ThinkDiff Think", "output": ["FEATURES"], "output_name": ["features"],
                     "input_order": {"required": ["image", "prompt", "seed"], "optional": ["tokens"]},
-                    "input": {"required": {"image": ["IMAGE"], "prompt": ["STRING", {"default": "hi", "multiline": True}],
-                                           "seed": ["INT", {"default": 7, "control_after_generate": True}]},
+                    "input": {"required": {"seed": ["INT", {"default": 7, "control_after_generate": True}],  # not in order
+                                           "image": ["IMAGE"], "prompt": ["STRING", {"default": "hi", "multiline": True}]},
                               "optional": {"tokens": ["INT", {"default": 128}]}}},
-          "Loader": {"display_name": "Loader", "output": ["MODEL"], "output_name": ["model"],
-                     "input": {"required": {"name": [[]]}}}}
-API = {"4": {"class_type": "LoadImage", "inputs": {"image": "b.png"}, "_meta": {"title": "Load Image"}},
+          "Loader": {"output": ["MODEL"], "output_name": ["model"],  # no display_name
+                     "input": {"required": {"name": [[]]}, "optional": {"strength": ["FLOAT", {"default": 1.0}]}}},
+          "Count": {"display_name": "Count", "output": ["INT"], "output_name": ["count"],
+                    "input": {"required": {"value": ["INT", {"default": 2}]}}}}
+API = {"4": {"class_type": "LoadImage", "inputs": {"image": "b.png", "channel": "red"}, "_meta": {"title": "Load Image"}},
        "9": {"class_type": "Think", "inputs": {"image": ["4", 0], "prompt": "why?", "seed": ["12", 0], "tokens": 64},
              "_meta": {"title": "My think"}},
        "12": {"class_type": "Think", "inputs": {"image": ["4", 0], "prompt": "first", "seed": 3, "tokens": 128},
@@ -47,12 +50,12 @@ API = {"4": {"class_type": "LoadImage", "inputs": {"image": "b.png"}, "_meta": {
 
 
 def test_an_upload_button_takes_a_slot_a_link_overrides_a_widget_and_titles_fall_back():
-    ui = {"nodes": [{"id": 4, "type": "LoadImage", "widgets_values": ["b.png", "image"]},
+    ui = {"nodes": [{"id": 13, "type": "Loader", "widgets_values": None, "mode": 2},  # muted: left out
+                    {"id": 4, "type": "LoadImage", "widgets_values": ["b.png", "image", "red"]},
                     {"id": 9, "type": "Think", "title": "My think", "widgets_values": ["why?", 5, "fixed", 64],
                      "inputs": [{"name": "image", "link": 1}, {"name": "seed", "link": 2, "widget": {"name": "seed"}},
                                 {"name": "tokens", "link": None}]},
-                    {"id": 12, "type": "Think", "widgets_values": ["first", 3, "randomize"], "inputs": [{"name": "image", "link": 3}]},
-                    {"id": 13, "type": "Loader", "widgets_values": None, "mode": 2}],  # muted: left out
+                    {"id": 12, "type": "Think", "widgets_values": ["first", 3, "randomize"], "inputs": [{"name": "image", "link": 3}]}],
           "links": [[1, 4, 0, 9, 0, "IMAGE"], [2, 12, 0, 9, 1, "INT"], [3, 4, 0, 12, 0, "IMAGE"]]}
     assert ui_to_api(ui, UPLOAD) == API
 
@@ -62,7 +65,8 @@ def test_a_bypassed_node_is_refused_by_id_and_type():
     with pytest.raises(ValueError, match=r"^node 13 \(Loader\) is bypassed; not supported here$"):
         ui_to_api(ui, UPLOAD)
     assert ui_to_api({"nodes": [{"id": 13, "type": "Loader", "widgets_values": []}], "links": []}, UPLOAD) == {
-        "13": {"class_type": "Loader", "inputs": {"name": None}, "_meta": {"title": "Loader"}}}  # an empty combo: no default
+        "13": {"class_type": "Loader", "inputs": {"name": None, "strength": 1.0},  # an empty combo: no default
+               "_meta": {"title": "Loader"}}}  # without a display name: the type
 
 
 def test_api_to_ui_builds_the_frontends_graph_and_converts_back():
@@ -72,14 +76,25 @@ def test_api_to_ui_builds_the_frontends_graph_and_converts_back():
     assert ui["links"] == [[1, 4, 0, 9, 0, "IMAGE"], [2, 12, 0, 9, 1, "FEATURES"], [3, 4, 0, 12, 0, "IMAGE"]]
     load, think, first = ui["nodes"]
     assert (load["pos"], think["pos"], first["pos"]) == ([10.0, 20.0], [320, 100], [640, 100])  # laid out, else in a row
-    assert load["widgets_values"] == ["b.png", "image"] and load["inputs"] == [] and "title" in load
-    assert load["outputs"] == [{"name": "IMAGE", "type": "IMAGE", "links": [1, 3]}, {"name": "MASK", "type": "MASK", "links": []}]
+    assert load == {"id": 4, "type": "LoadImage", "pos": [10.0, 20.0], "size": [300, 120], "flags": {}, "order": 0, "mode": 0,
+                    "inputs": [], "properties": {"Node name for S&R": "LoadImage"}, "widgets_values": ["b.png", "image", "red"],
+                    "title": "Load Image",
+                    "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1, 3]}, {"name": "MASK", "type": "MASK", "links": []}]}
+    assert set(ui) == {"last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra", "version"}
+    assert ui["config"] == ui["extra"] == {}
     assert think["title"] == "My think" and think["size"] == [400, 300] and think["color"] == "#223"
     assert think["widgets_values"] == ["why?", 7, "fixed", 64]  # the linked seed keeps its default and control slot
     assert think["inputs"] == [{"name": "image", "type": "IMAGE", "link": 1},
                                {"name": "seed", "type": "FEATURES", "link": 2, "widget": {"name": "seed"}}]
     assert first["widgets_values"] == ["first", 3, "fixed", 128] and first["outputs"][0]["links"] == [2]
     assert (think["order"], think["mode"], think["type"], think["properties"]) == (1, 0, "Think", {"Node name for S&R": "Think"})
+
+
+def test_a_linked_widget_is_marked_as_that_widget_wherever_it_sits():
+    ui = api_to_ui({"1": {"class_type": "Count", "inputs": {"value": 5}}, "2": {"class_type": "Count", "inputs": {"value": ["1", 0]}}},
+                   UPLOAD, layout={})
+    assert ui["nodes"][1]["inputs"] == [{"name": "value", "type": "INT", "link": 1, "widget": {"name": "value"}}]
+    assert ui["nodes"][1]["widgets_values"] == [2]  # its default, which the link overrides
 
 
 def test_an_unlinked_socket_input_is_listed_without_a_link():
