@@ -20,7 +20,7 @@ from thinkdiff import doctor, vram_advice
 from thinkdiff.__main__ import SETUP_NOT_HERE
 from thinkdiff.__main__ import main as cli
 from thinkdiff.errors import ThinkDiffError
-from thinkdiff.model_setup import BY_NAME, CATALOGUE, missing_message
+from thinkdiff.model_setup import BY_NAME, CATALOGUE, ModelFile, describe, missing_message
 from thinkdiff.qwen2_vl_sizes import QWEN2_VL_7B
 from thinkdiff.safetensors_header import read_header
 from thinkdiff.think_memory import typical_think_bytes
@@ -257,9 +257,15 @@ def test_requirements_come_from_loader_widgets_and_download_links_once_each():
     requirements = doctor.workflow_requirements(workflow)
     assert [(r.model.folder, r.model.name, r.node_type) for r in requirements] == [
         ("text_encoders", "clip_l.safetensors", "DualCLIPLoader"), ("upscale_models", "4x_upscale.safetensors", "UpscaleModelLoader")]
-    upscaler = requirements[1].model
-    assert (upscaler.url, upscaler.is_folder) == (link["url"], False)
-    assert upscaler.destination == "ComfyUI/models/upscale_models/4x_upscale.safetensors"
+    assert requirements[1].model == ModelFile("4x_upscale.safetensors", "upscale_models", "4x_upscale.safetensors", "unknown size",
+                                              link["url"], "see the download page")
+    assert requirements[1].model.destination == "ComfyUI/models/upscale_models/4x_upscale.safetensors"
+
+
+def test_a_catalogued_name_in_another_folder_is_described_from_the_workflow_alone():
+    assert describe("ae.safetensors", "vae") is BY_NAME["ae.safetensors"]
+    assert describe("ae.safetensors", "checkpoints") == ModelFile("ae.safetensors", "checkpoints", "ae.safetensors", "unknown size",
+                                                                 "(no download link in the workflow)", "see the download page")
     assert doctor.workflow_requirements({"links": []}) == []  # an API-format graph has no "nodes"
 
 
