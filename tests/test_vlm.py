@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
+from thinkdiff import vlm
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.sampling_options import SamplingOptions
 from thinkdiff.vlm import QwenVLEncoder, VLMRequest, capture_last_position, final_norm, register_tensor_attributes, trim_at_eos
@@ -116,6 +117,7 @@ def test_trim_at_eos_keeps_rows_up_to_the_end_token():
     kept_features, kept_ids = trim_at_eos(features, ids, [3, 7])
     assert kept_ids.tolist() == [5, 9, 7] and torch.equal(kept_features, features[:3])
     assert trim_at_eos(features, ids, 4)[1].tolist() == ids.tolist()
+    assert trim_at_eos(features, ids, 9)[1].tolist() == [5, 9]  # one end id, as a folder's config may give it
 
 
 def test_batch_matches_single_requests(encoder, two_images):
@@ -192,6 +194,8 @@ def test_a_prompt_beyond_the_context_fails_in_prepare_with_the_fix(encoder, two_
         encoder.prepare(request, max_new_tokens=11)
     with pytest.raises(ThinkDiffError, match="at most"):
         encoder.encode(request, SamplingOptions(max_new_tokens=11))
+    (answer,) = encoder.encode(request, SamplingOptions(max_new_tokens=10, greedy=True))  # checked for the tokens asked
+    assert answer.num_tokens == 10
 
 
 @pytest.mark.parametrize(("damage", "message"), [
@@ -329,12 +333,36 @@ def test_end_and_pad_ids_fall_back_to_the_models_config_then_the_tokenizer_then_
     model.generation_config = GenerationConfig(eos_token_id=[7, 8])
     processor.tokenizer.pad_token_id = 3
     assert (QwenVLEncoder(model, processor).eos_token_id, QwenVLEncoder(model, processor).pad_token_id) == ([7, 8], 3)
+    model.generation_config = GenerationConfig(eos_token_id=[7, 8], pad_token_id=5)
+    assert QwenVLEncoder(model, processor).pad_token_id == 5  # the folder's own first
     model.generation_config = GenerationConfig(eos_token_id=[7, 8])
     processor.tokenizer.pad_token_id = None
     assert QwenVLEncoder(model, processor).pad_token_id == 7
     text = getattr(model.config, "text_config", model.config)  # transformers 4.5x: the top level
     assert (QwenVLEncoder(model, processor).hidden_size, QwenVLEncoder(model, processor).context_length) == (
         text.hidden_size, text.max_position_embeddings)
+
+
+def test_the_encoder_infers_names_its_folder_and_format_and_decodes_without_special_tokens(tiny_vlm_folder, qwen_tokenizer):
+    model = Qwen2VLForConditionalGeneration.from_pretrained(tiny_vlm_folder).train()
+    encoder = QwenVLEncoder(model, SimpleNamespace(tokenizer=qwen_tokenizer))
+    assert not encoder.model.training and (encoder.name, encoder.weights) == ("", "default")
+    with pytest.raises(ThinkDiffError, match="but the model reads at most"):  # no name: "the model"
+        encoder._check_context({"input_ids": torch.zeros(1, 10**6, dtype=torch.long)}, 1, 100)
+    ids = torch.tensor(qwen_tokenizer("hello world")["input_ids"] + [qwen_tokenizer.convert_tokens_to_ids("<|im_end|>")])
+    assert encoder.decode(ids) == "hello world" and encoder.decode(ids, skip_special_tokens=False) == "hello world<|im_end|>"
+
+
+def test_the_loaded_encoder_is_named_after_its_folder(encoder, tiny_vlm_folder):
+    assert (encoder.name, encoder.weights) == (tiny_vlm_folder.name, "default")
+
+
+def test_a_tokenizer_that_does_not_know_the_image_token_names_its_folder(tmp_path):
+    tokenizer = SimpleNamespace(convert_tokens_to_ids=lambda token: 0)  # an empty tokenizer knows no token
+    with pytest.raises(ThinkDiffError) as refused:
+        vlm._check_tokenizer(tokenizer, SimpleNamespace(image_token_id=151655), tmp_path)
+    assert str(refused.value).startswith(f"the tokenizer in {tmp_path} does not know Qwen2-VL's image token: tokenizer files are "
+                                         "missing (tokenizer.json, tokenizer_config.json). Download the complete folder from ")
 
 
 def test_a_tokenizer_in_vocab_and_merges_files_is_enough(tmp_path, tiny_vlm_folder):

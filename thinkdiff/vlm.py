@@ -84,7 +84,7 @@ class _EveryToken(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         generated = input_ids[:, self.prompt_length:]
         self.callback(generated.shape[1], self.total, generated)
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return input_ids.new_zeros(input_ids.shape[0], dtype=torch.bool)
 
 
 def register_tensor_attributes(model: nn.Module) -> None:
@@ -151,8 +151,7 @@ def _missing_tokenizer(folder: Path) -> ThinkDiffError:
 
 def trim_at_eos(features: torch.Tensor, ids: torch.Tensor, eos_ids: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep rows up to and including the first end-of-sequence token, as vLLM reports a stopped answer."""
-    eos = torch.tensor(eos_ids if isinstance(eos_ids, list) else [eos_ids], device=ids.device)
-    hits = torch.isin(ids, eos).nonzero()
+    hits = torch.isin(ids, ids.new_tensor(eos_ids)).nonzero()
     if len(hits) == 0:
         return features, ids
     end = int(hits[0]) + 1
