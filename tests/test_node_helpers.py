@@ -44,12 +44,12 @@ class RecordingClip:
     """Tokenizes like ComfyUI's CLIPs (a dict of parts, each a list of [(token, weight), ...]); T5's empty prompt is the end
     token and padding. Encodes to zeros of the T5 part's length."""
 
-    def __init__(self, parts: tuple[str, ...], width: int = 6) -> None:
-        self.parts, self.width, self.encoded = parts, width, []
+    def __init__(self, parts: tuple[str, ...], width: int = 6, pads: int = 3) -> None:
+        self.parts, self.width, self.pads, self.encoded = parts, width, pads, []
 
     def tokenize(self, text: str) -> dict[str, list]:
         words = [(100 + n, 1.0) for n, _ in enumerate(text.split())]
-        return {part: [words + [(1, 1.0)] + [(0, 1.0)] * 3] for part in self.parts}
+        return {part: [words + [(1, 1.0)] + [(0, 1.0)] * self.pads] for part in self.parts}
 
     def encode_from_tokens(self, tokens, return_pooled=False):
         self.encoded.append(tokens)
@@ -76,3 +76,10 @@ def test_t5_prompts_are_cut_or_padded_to_the_length_asked_keeping_the_end_token(
     assert cond.shape == (1, 3, 6) and clip.encoded[0]["t5xxl"] == [[(100, 1.0), (101, 1.0), (1, 1.0)]]
     pack().text_encoding.t5_encode(clip, "one", 5)
     assert clip.encoded[1]["t5xxl"] == [[(100, 1.0), (1, 1.0), (0, 1.0), (0, 1.0), (0, 1.0)]]
+
+
+def test_t5s_end_and_pad_ids_come_from_the_empty_prompt_and_padding_is_required():
+    assert pack().text_encoding.t5_end_and_pad(RecordingClip(("t5xxl",), pads=1)) == (1, 0)  # [end, pad] is enough
+    assert refusal(pack().text_encoding.t5_end_and_pad, RecordingClip(("t5xxl",), pads=0)) == (
+        "the connected CLIP's T5 tokenizer does not pad prompts, so its pad token is unknown: load the T5 with DualCLIPLoader "
+        "(type flux) or CLIPLoader (type sd3 or cogvideox).")
