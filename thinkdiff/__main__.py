@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--source-model", help="the model whose features it aligns (stored in the metadata)")
     convert.set_defaults(run=convert_aligner)
     inspect = commands.add_parser("inspect-aligner", help="show an aligner file's widths and metadata")
-    inspect.add_argument("file")
+    inspect.add_argument("file", help="an aligner file (.safetensors, or a release .pth holding only tensors)")
     inspect.set_defaults(run=inspect_aligner)
     vision = commands.add_parser("extract-vision", help="save BLIP-2's vision tower as a ThinkDiff vision file")
     vision.add_argument("folder", help="a local Salesforce/blip2-flan-t5-xxl folder")
