@@ -27,6 +27,13 @@ def test_a_command_is_required(capsys):
     assert error.startswith("usage: python -m thinkdiff ") and "the following arguments are required: command" in error
 
 
+def test_the_help_keeps_the_command_lists_layout(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        cli(["--help"])
+    assert stopped.value.code == 0
+    assert "\n  convert-aligner IN OUT      release checkpoint (.pth) -> this pack's .safetensors" in capsys.readouterr().out
+
+
 def test_flags_take_no_value_and_paths_are_paths():
     args = build_parser().parse_args(["setup", "--repair", "--cache", "/tmp/c", "--model", "a", "--model", "b"])
     assert (args.repair, args.cache, args.model, args.command) == (True, Path("/tmp/c"), ["a", "b"], "setup")

@@ -253,10 +253,16 @@ def test_requirements_come_from_loader_widgets_and_download_links_once_each():
         {"type": "DualCLIPLoader", "widgets_values": ["clip_l.safetensors"]},  # a workflow saved with fewer widgets
         {"type": "UpscaleModelLoader", "widgets_values": ["4x_upscale.safetensors"], "properties": {"models": [link]}},
         {"type": "CLIPLoader", "widgets_values": ["clip_l.safetensors", "flux"],
-         "properties": {"models": [{**link, "name": "clip_l.safetensors", "directory": "text_encoders"}]}}]}
+         "properties": {"models": [{**link, "name": "clip_l.safetensors", "directory": "text_encoders"}]}},
+        {"type": "ThinkDiffVLMLoader", "widgets_values": ["Qwen2-VL-2B-Instruct"]},  # not catalogued: still a folder
+        {"type": "VAELoader", "widgets_values": ["my_vae.safetensors"]},  # no link
+        {"properties": {"models": [{**link, "name": "x.safetensors"}]}}]}  # a node without a type
     requirements = doctor.workflow_requirements(workflow)
     assert [(r.model.folder, r.model.name, r.node_type) for r in requirements] == [
-        ("text_encoders", "clip_l.safetensors", "DualCLIPLoader"), ("upscale_models", "4x_upscale.safetensors", "UpscaleModelLoader")]
+        ("text_encoders", "clip_l.safetensors", "DualCLIPLoader"), ("upscale_models", "4x_upscale.safetensors", "UpscaleModelLoader"),
+        ("LLM", "Qwen2-VL-2B-Instruct", "ThinkDiffVLMLoader"), ("vae", "my_vae.safetensors", "VAELoader"),
+        ("upscale_models", "x.safetensors", "")]
+    assert requirements[2].model.is_folder and requirements[3].model.url == "(no download link in the workflow)"
     assert requirements[1].model == ModelFile("4x_upscale.safetensors", "upscale_models", "4x_upscale.safetensors", "unknown size",
                                               link["url"], "see the download page")
     assert requirements[1].model.destination == "ComfyUI/models/upscale_models/4x_upscale.safetensors"

@@ -32,7 +32,7 @@ def test_widgets_newer_than_the_saved_workflow_get_their_defaults():
 
 UPLOAD = {"LoadImage": {"display_name": "Load Image", "output": ["IMAGE", "MASK"], "output_name": ["IMAGE", "MASK"],
                         "input": {"required": {"image": [["a.png", "b.png"], {"image_upload": True}],  # no input_order
-                                               "channel": [["alpha", "red"], {}]}}},
+                                               "channel": [["alpha", "red"], {}], "invert": ["BOOLEAN", {"default": False}]}}},
           "Think": {"display_name": "ThinkDiff Think", "output": ["FEATURES"], "output_name": ["features"],
                     "input_order": {"required": ["image", "prompt", "seed"], "optional": ["tokens"]},
                     "input": {"required": {"seed": ["INT", {"default": 7, "control_after_generate": True}],  # not in order
@@ -42,7 +42,8 @@ UPLOAD = {"LoadImage": {"display_name": "Load Image", "output": ["IMAGE", "MASK"
                      "input": {"required": {"name": [[]]}, "optional": {"strength": ["FLOAT", {"default": 1.0}]}}},
           "Count": {"display_name": "Count", "output": ["INT"], "output_name": ["count"],
                     "input": {"required": {"value": ["INT", {"default": 2}]}}}}
-API = {"4": {"class_type": "LoadImage", "inputs": {"image": "b.png", "channel": "red"}, "_meta": {"title": "Load Image"}},
+API = {"4": {"class_type": "LoadImage", "inputs": {"image": "b.png", "channel": "red", "invert": True},
+             "_meta": {"title": "Load Image"}},
        "9": {"class_type": "Think", "inputs": {"image": ["4", 0], "prompt": "why?", "seed": ["12", 0], "tokens": 64},
              "_meta": {"title": "My think"}},
        "12": {"class_type": "Think", "inputs": {"image": ["4", 0], "prompt": "first", "seed": 3, "tokens": 128},
@@ -51,7 +52,7 @@ API = {"4": {"class_type": "LoadImage", "inputs": {"image": "b.png", "channel": 
 
 def test_an_upload_button_takes_a_slot_a_link_overrides_a_widget_and_titles_fall_back():
     ui = {"nodes": [{"id": 13, "type": "Loader", "widgets_values": None, "mode": 2},  # muted: left out
-                    {"id": 4, "type": "LoadImage", "widgets_values": ["b.png", "image", "red"]},
+                    {"id": 4, "type": "LoadImage", "widgets_values": ["b.png", "image", "red", True]},
                     {"id": 9, "type": "Think", "title": "My think", "widgets_values": ["why?", 5, "fixed", 64],
                      "inputs": [{"name": "image", "link": 1}, {"name": "seed", "link": 2, "widget": {"name": "seed"}},
                                 {"name": "tokens", "link": None}]},
@@ -77,7 +78,7 @@ def test_api_to_ui_builds_the_frontends_graph_and_converts_back():
     load, think, first = ui["nodes"]
     assert (load["pos"], think["pos"], first["pos"]) == ([10.0, 20.0], [320, 100], [640, 100])  # laid out, else in a row
     assert load == {"id": 4, "type": "LoadImage", "pos": [10.0, 20.0], "size": [300, 120], "flags": {}, "order": 0, "mode": 0,
-                    "inputs": [], "properties": {"Node name for S&R": "LoadImage"}, "widgets_values": ["b.png", "image", "red"],
+                    "inputs": [], "properties": {"Node name for S&R": "LoadImage"}, "widgets_values": ["b.png", "image", "red", True],
                     "title": "Load Image",
                     "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1, 3]}, {"name": "MASK", "type": "MASK", "links": []}]}
     assert set(ui) == {"last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra", "version"}
