@@ -35,25 +35,30 @@ def test_an_aligner_whose_output_is_not_the_t5s_width_is_refused_before_it_runs(
     message = refusal(pack().alignment.aligned_conditioning, patched_aligner(9, 12), torch.zeros(3, 9), "the VLM", t5_width=4096)
     assert message.startswith("tiny.safetensors (lvlm aligner 9 -> 16 -> 12) outputs 12-wide tokens but the connected T5 is "
                               "4096 wide")
+    assert refusal(pack().alignment.aligned_conditioning, patched_aligner(9, 12), torch.zeros(3, 7), "the VLM").startswith(
+        "the VLM gives 7-wide features")
     text = torch.zeros(1, 5, 10)
     assert "the connected T5 is 10 wide" in refusal(pack().alignment.aligned_conditioning, patched_aligner(9, 12),
                                                      torch.zeros(3, 9), "the VLM", text)
 
 
+END, PAD = 2, 5  # ids other than the weights (1.0), so that a weight read as an id shows
+
+
 class RecordingClip:
     """Tokenizes like ComfyUI's CLIPs (a dict of parts, each a list of [(token, weight), ...]); T5's empty prompt is the end
-    token and padding. Encodes to zeros of the T5 part's length."""
+    token and padding. Encodes to zeros of the T5 part's length (plus ``extra`` tokens, as a CLIP that adds its own)."""
 
-    def __init__(self, parts: tuple[str, ...], width: int = 6, pads: int = 3) -> None:
-        self.parts, self.width, self.pads, self.encoded = parts, width, pads, []
+    def __init__(self, parts: tuple[str, ...], width: int = 6, pads: int = 3, extra: int = 0) -> None:
+        self.parts, self.width, self.pads, self.extra, self.encoded = parts, width, pads, extra, []
 
     def tokenize(self, text: str) -> dict[str, list]:
         words = [(100 + n, 1.0) for n, _ in enumerate(text.split())]
-        return {part: [words + [(1, 1.0)] + [(0, 1.0)] * self.pads] for part in self.parts}
+        return {part: [words + [(END, 1.0)] + [(PAD, 1.0)] * self.pads] for part in self.parts}
 
     def encode_from_tokens(self, tokens, return_pooled=False):
         self.encoded.append(tokens)
-        return torch.zeros(1, len(tokens["t5xxl"][0]), self.width), torch.ones(1, 3)
+        return torch.zeros(1, len(tokens["t5xxl"][0]) + self.extra, self.width), torch.ones(1, 3)
 
 
 def test_a_clip_without_t5_is_refused_saying_which_to_load():
@@ -67,19 +72,24 @@ def test_the_pooled_vector_costs_one_t5_token():
     clip = RecordingClip(("l", "t5xxl"), width=6)
     width, pooled = pack().text_encoding.flux_pooled(clip, "")
     assert width == 6 and torch.equal(pooled, torch.ones(1, 3))
-    assert clip.encoded[0]["t5xxl"] == [[(1, 1.0)]]  # the end token alone
+    assert clip.encoded[0]["t5xxl"] == [[(END, 1.0)]]  # the end token alone
 
 
 def test_t5_prompts_are_cut_or_padded_to_the_length_asked_keeping_the_end_token():
     clip = RecordingClip(("t5xxl",))
     cond, _ = pack().text_encoding.t5_encode(clip, "one two three", 3)
-    assert cond.shape == (1, 3, 6) and clip.encoded[0]["t5xxl"] == [[(100, 1.0), (101, 1.0), (1, 1.0)]]
+    assert cond.shape == (1, 3, 6) and clip.encoded[0]["t5xxl"] == [[(100, 1.0), (101, 1.0), (END, 1.0)]]
     pack().text_encoding.t5_encode(clip, "one", 5)
-    assert clip.encoded[1]["t5xxl"] == [[(100, 1.0), (1, 1.0), (0, 1.0), (0, 1.0), (0, 1.0)]]
+    assert clip.encoded[1]["t5xxl"] == [[(100, 1.0), (END, 1.0), (PAD, 1.0), (PAD, 1.0), (PAD, 1.0)]]
+
+
+def test_a_clip_that_returns_other_token_counts_is_refused():
+    assert refusal(pack().text_encoding.t5_encode, RecordingClip(("t5xxl",), extra=77), "a cat", 8) == (
+        "this CLIP returned 85 tokens for a 8-token T5 prompt: load only the T5 (or clip_l + t5xxl for Flux).")
 
 
 def test_t5s_end_and_pad_ids_come_from_the_empty_prompt_and_padding_is_required():
-    assert pack().text_encoding.t5_end_and_pad(RecordingClip(("t5xxl",), pads=1)) == (1, 0)  # [end, pad] is enough
+    assert pack().text_encoding.t5_end_and_pad(RecordingClip(("t5xxl",), pads=1)) == (END, PAD)  # [end, pad] is enough
     assert refusal(pack().text_encoding.t5_end_and_pad, RecordingClip(("t5xxl",), pads=0)) == (
         "the connected CLIP's T5 tokenizer does not pad prompts, so its pad token is unknown: load the T5 with DualCLIPLoader "
         "(type flux) or CLIPLoader (type sd3 or cogvideox).")
