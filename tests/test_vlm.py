@@ -1,7 +1,10 @@
 """ThinkDiff-LVLM features: hidden-state semantics, sampling, callbacks, batching and bad model folders."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -9,8 +12,11 @@ import torch
 from PIL import Image
 from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
+from tests.support.paths import REPO
 from thinkdiff import vlm
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.images import REFERENCE_MIN_PIXELS, fit_to_pixel_budget
+from thinkdiff.prompts import render_chat
 from thinkdiff.sampling_options import SamplingOptions
 from thinkdiff.vlm import QwenVLEncoder, VLMRequest, capture_last_position, final_norm, register_tensor_attributes, trim_at_eos
 
@@ -154,7 +160,8 @@ def test_missing_folder(tmp_path):
 
 def test_not_a_qwen2vl_folder(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(ThinkDiffError, match="'llama' model; ThinkDiff-LVLM needs Qwen2-VL"):
+    with pytest.raises(ThinkDiffError, match=r"'llama' model; ThinkDiff-LVLM needs Qwen2-VL \(qwen2_vl, qwen2_5_vl\), e\.g\. "
+                                             r"https://huggingface\.co/Qwen/Qwen2-VL-7B-Instruct$"):
         QwenVLEncoder.from_folder(tmp_path)
 
 
@@ -178,7 +185,8 @@ def test_missing_tokenizer_files(tmp_path, tiny_vlm_folder):
     shutil.copytree(tiny_vlm_folder, folder)
     for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"):
         (folder / name).unlink(missing_ok=True)
-    with pytest.raises(ThinkDiffError, match="tokenizer files are missing"):
+    (folder / "vocab.json").write_text("{}")  # without merges.txt it is no tokenizer either
+    with pytest.raises(ThinkDiffError, match=rf"^the tokenizer in {folder} does not know .* tokenizer files are missing"):
         QwenVLEncoder.from_folder(folder)
 
 
@@ -189,8 +197,12 @@ def test_a_prompt_beyond_the_context_fails_in_prepare_with_the_fix(encoder, two_
     prompt_tokens = encoder.prepare(request, max_new_tokens=1)["input_ids"].shape[1]
     monkeypatch.setattr(config, "max_position_embeddings", prompt_tokens + 10)
     assert encoder.prepare(request, max_new_tokens=10)["input_ids"].shape[1] == prompt_tokens  # exactly fits
-    with pytest.raises(ThinkDiffError, match=rf"the prompt is {prompt_tokens} tokens .* 11 more .* at most {prompt_tokens + 10}"
-                                             r".*Lower max_pixels"):
+    inputs = encoder.prepare(request, max_new_tokens=1)
+    image_tokens = int((inputs["input_ids"] == encoder.model.config.image_token_id).sum())
+    assert 0 < image_tokens < prompt_tokens
+    with pytest.raises(ThinkDiffError, match=rf"the prompt is {prompt_tokens} tokens \({image_tokens} of them image tokens\) and 11 more "
+                                             rf".* at most {prompt_tokens + 10}.*Lower max_pixels.*shorten the text\. \(The original "
+                                             r"ThinkDiff capped prompts at 8,192 tokens\.\)$"):
         encoder.prepare(request, max_new_tokens=11)
     with pytest.raises(ThinkDiffError, match="at most"):
         encoder.encode(request, SamplingOptions(max_new_tokens=11))
@@ -333,8 +345,10 @@ def test_end_and_pad_ids_fall_back_to_the_models_config_then_the_tokenizer_then_
     model.generation_config = GenerationConfig(eos_token_id=[7, 8])
     processor.tokenizer.pad_token_id = 3
     assert (QwenVLEncoder(model, processor).eos_token_id, QwenVLEncoder(model, processor).pad_token_id) == ([7, 8], 3)
-    model.generation_config = GenerationConfig(eos_token_id=[7, 8], pad_token_id=5)
+    model.generation_config = GenerationConfig(eos_token_id=[7, 8], pad_token_id=5, bos_token_id=9, top_k=1)
     assert QwenVLEncoder(model, processor).pad_token_id == 5  # the folder's own first
+    kept = model.generation_config  # the ids only: the folder's sampling defaults are dropped
+    assert (kept.eos_token_id, kept.pad_token_id, kept.bos_token_id, kept.top_k) == ([7, 8], 5, 9, GenerationConfig().top_k)
     model.generation_config = GenerationConfig(eos_token_id=[7, 8])
     processor.tokenizer.pad_token_id = None
     assert QwenVLEncoder(model, processor).pad_token_id == 7
@@ -375,3 +389,33 @@ def test_a_tokenizer_in_vocab_and_merges_files_is_enough(tmp_path, tiny_vlm_fold
     (folder / "tokenizer.json").unlink()
     encoder = QwenVLEncoder.from_folder(folder, dtype=torch.float32)
     assert encoder.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>") == encoder.model.config.image_token_id
+
+
+def test_the_stop_hook_reports_each_step_and_never_stops():
+    calls = []
+    hook = vlm._EveryToken(prompt_length=3, total=8, callback=lambda step, total, ids: calls.append((step, total, ids.tolist())))
+    flags = hook(torch.tensor([[1, 2, 3, 40, 41], [4, 5, 6, 50, 51]]), torch.zeros(2, 9))
+    assert flags.dtype == torch.bool and flags.tolist() == [False, False]
+    assert calls == [(2, 8, [[40, 41], [50, 51]])]
+
+
+def test_picture_labels_and_the_pixel_budget_reach_the_prompt(encoder, two_images):
+    labelled = encoder.prepare([VLMRequest("compare", two_images, picture_labels="on")], max_pixels=28 * 28 * 4)
+    plain = encoder.prepare([VLMRequest("compare", two_images, picture_labels="off")], max_pixels=28 * 28 * 4)
+    expected = encoder.processor(text=[render_chat(encoder.processor.tokenizer, "compare", 2, "on")],
+                                 images=fit_to_pixel_budget(two_images, REFERENCE_MIN_PIXELS, 28 * 28 * 4), return_tensors="pt")
+    assert torch.equal(labelled["input_ids"], expected["input_ids"]) and labelled["input_ids"].shape[1] > plain["input_ids"].shape[1]
+    assert int(labelled["image_grid_thw"].prod(dim=1).sum()) <= 2 * 4 * 4  # at most 4 merged tokens (16 patches) each
+
+
+def test_a_config_is_read_as_utf_8_whatever_the_locale(tmp_path):
+    """(Also read here, so that mutation testing runs this test on the reader.)"""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl", "note": "modèle"}, ensure_ascii=False),
+                                          encoding="utf-8")
+    assert vlm._read_config(tmp_path)["note"] == "modèle"
+    code = ("import sys; from pathlib import Path; from thinkdiff.vlm import _read_config; "
+            "print(ascii(_read_config(Path(sys.argv[1]))['note']))")
+    environment = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=environment, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == ascii("modèle")
