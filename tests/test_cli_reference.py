@@ -37,5 +37,6 @@ def test_the_help_keeps_the_command_lists_layout(capsys):
 def test_flags_take_no_value_and_paths_are_paths():
     args = build_parser().parse_args(["setup", "--repair", "--cache", "/tmp/c", "--model", "a", "--model", "b"])
     assert (args.repair, args.cache, args.model, args.command) == (True, Path("/tmp/c"), ["a", "b"], "setup")
+    assert build_parser().parse_args(["setup", "--variant", "lvlm"]).model == []
     args = build_parser().parse_args(["doctor"])
     assert (args.repair, args.cache, args.fix, args.workflow, args.comfyui) == (False, None, False, [], None)

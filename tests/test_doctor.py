@@ -147,8 +147,8 @@ def test_setup_and_doctor_fix_hand_their_arguments_to_hub_setup(tmp_path, monkey
     monkeypatch.setattr(fetch, "run", lambda args: seen.append(args) or 3)
     assert cli(["setup", "--model", "clip_l.safetensors", "--comfyui", str(tmp_path)]) == 3
     assert cli(["doctor", "--fix", "--comfyui", str(tmp_path), "--workflow", "x"]) == 3
-    assert (seen[0].model, seen[0].comfyui, seen[1].fix, seen[1].workflow, seen[1].model) == (
-        ["clip_l.safetensors"], tmp_path, True, ["x"], [])
+    assert (seen[0].model, seen[0].comfyui, seen[1].fix, seen[1].workflow, seen[1].model, seen[1].variant) == (
+        ["clip_l.safetensors"], tmp_path, True, ["x"], [], None)  # doctor --fix: the workflows only
 
 
 class Without:
