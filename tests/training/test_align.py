@@ -23,8 +23,8 @@ from training.checkpoint import list_checkpoints
 from training.config import Config
 from training.export import export_aligner
 from training.feature_store import FeatureShards, GeneratedSample, write_shard
-from training.models import build_aligner, frozen_t5_from_config
-from training.objectives import PixelPreprocessor
+from training.models import build_aligner, frozen_t5_from_config, load_vision
+from training.objectives import CLIPExample, CLIPObjective, Collator, LVLMExample, LVLMObjective, PixelPreprocessor
 from training.trainer import train
 
 ANSWERS = [
@@ -168,3 +168,42 @@ def test_worker_preprocessing_is_the_librarys(vision_file: Path):
     vision = VisionTokenEncoder.from_file(vision_file)
     images = [Image.new("RGB", (64, 48), "red"), Image.new("L", (30, 90), 128).convert("RGB")]
     assert torch.equal(PixelPreprocessor.of(vision)(images), vision.preprocess(images))
+
+
+def assert_token_mean(objective, aligner, collate: Collator, examples: list, tolerance: float) -> None:
+    """The batch's cross-entropy is the mean over all target tokens of the samples' own (unpadded) losses."""
+    with torch.no_grad():
+        batched = objective.loss(aligner, collate(examples)).item()
+        alone = [(objective.loss(aligner, collate([e])).item(), collate([e])["decoder_attention_mask"].sum().item())
+                 for e in examples]
+    assert alone[0][1] != alone[1][1]  # targets of other lengths: a token mean, not a mean of the two
+    expected = sum(loss * tokens for loss, tokens in alone) / sum(tokens for _, tokens in alone)
+    assert batched == pytest.approx(expected, rel=tolerance)
+
+
+@pytest.mark.parametrize("t5_dtype, tolerance", [("fp32", 1e-5), ("bf16", 2e-2)])
+def test_lvlm_loss_of_a_padded_batch_is_the_token_mean_of_its_samples(run_config, t5_folder: Path, t5_dtype: str,
+                                                                      tolerance: float):
+    """Padding short features next to long ones changes nothing (a bf16 T5 reads the float32 aligner's output in its
+    own dtype)."""
+    t5 = frozen_t5_from_config(run_config(f"model.t5={quoted(t5_folder)}", f'model.t5_dtype="{t5_dtype}"', "model.t5_dropout=false"))
+    torch.manual_seed(0)
+    aligner = build_aligner("lvlm", FEATURE_WIDTH, t5)
+    features = torch.randn(9, FEATURE_WIDTH, generator=torch.Generator().manual_seed(1))
+    examples = [LVLMExample(features[:2], "red car"), LVLMExample(features[2:], "a page")]
+    assert_token_mean(LVLMObjective(t5.model), aligner, Collator(t5.tokenizer, 32), examples, tolerance)
+
+
+@pytest.mark.parametrize("t5_dtype, tolerance", [("fp32", 1e-5), ("bf16", 2e-2)])
+def test_clip_loss_of_a_padded_batch_is_the_token_mean_of_its_samples(run_config, t5_folder: Path, vision_file: Path,
+                                                                      t5_dtype: str, tolerance: float):
+    """Padding a short caption prefix next to a long one changes nothing (a bf16 T5 reads the float32 aligner's output
+    in its own dtype)."""
+    config = run_config('run.variant="clip"', f"model.t5={quoted(t5_folder)}", f'model.t5_dtype="{t5_dtype}"',
+                        "model.t5_dropout=false")
+    t5, vision = frozen_t5_from_config(config), load_vision(vision_file, torch.float32)
+    torch.manual_seed(0)
+    aligner = build_aligner("clip", vision.hidden_size, t5)
+    pixels = PixelPreprocessor.of(vision)([Image.new("RGB", (64, 48), "red"), Image.new("RGB", (40, 40), "blue")])
+    examples = [CLIPExample(pixels[0], "a", "red car"), CLIPExample(pixels[1], "a big blue square drawn on a white", "page")]
+    assert_token_mean(CLIPObjective(t5.model, vision), aligner, Collator(t5.tokenizer, 32), examples, tolerance)
