@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.sampling_options import SamplingOptions
 from thinkdiff.vlm import VLMRequest
-from training.config import Config
+from training.config import Config, PrecomputeConfig, load_config
 from training.feature_store import FeatureShards, finished_shards
-from training.pairs import pairs_from_config
+from training.pairs import Pair, pairs_from_config
 from training.precompute import precompute
-from training.stage_a_plan import ReadyImages, instruction_for, sampling_options
+from training.stage_a_plan import (
+    FIXED_MANIFEST_KEYS,
+    ReadyImages,
+    ShardBatches,
+    check_and_write_manifest,
+    instruction_for,
+    manifest_for,
+    on_every_process,
+    sampling_options,
+    unfinished_shards,
+)
 
 
 def features_dir(config: Config) -> Path:
@@ -77,3 +91,95 @@ def test_changed_settings_refuse_to_mix_into_a_features_folder(tmp_path: Path, l
     with pytest.raises(ThinkDiffError, match="max_new_tokens|sampling"):
         precompute(config)
     assert os.listdir(folder) == ["manifest.json"]
+
+
+def test_each_sample_draws_its_instruction_from_its_own_generator():
+    instructions = ["Describe it.", "What is shown?", "Name it."]
+    picks = [instruction_for(instructions, 7, index) for index in range(60)]
+    assert picks == [random.Random(f"7:instruction:{index}").choice(instructions) for index in range(60)]
+    assert set(picks) == set(instructions) and picks != [instruction_for(instructions, 8, index) for index in range(60)]
+
+
+def test_the_sampling_options_are_the_configs_and_stop_at_the_end_token():
+    config = PrecomputeConfig(max_new_tokens=7, temperature=0.3, top_p=0.5, greedy=True)
+    assert sampling_options(config, 1234) == SamplingOptions(max_new_tokens=7, temperature=0.3, top_p=0.5, greedy=True,
+                                                             stop_at_eos=True, seed=1234)
+
+
+def test_ready_images_are_sized_as_qwen2_vls_processor_would():
+    wide, small, odd = Image.new("RGB", (200, 100), "red"), Image.new("RGB", (3, 3)), Image.new("RGB", (600, 2))
+    pairs = [Pair("wide", wide, "a red field"), None, Pair("small", small, ""), Pair("odd", odd, "")]
+    ready = ReadyImages(pairs, 3136, 12_544)
+    assert len(ready) == 4
+    index, pair = ready[0]
+    height, width = smart_resize(100, 200, factor=28, min_pixels=3136, max_pixels=12_544)
+    assert index == 0 and (pair.key, pair.caption, pair.image.size) == ("wide", "a red field", (width, height)) == (
+        "wide", "a red field", (140, 56))
+    assert ready[1] == (1, None)  # unreadable
+    assert ready[2][0] == 2 and ready[2][1].image.size == (56, 56)  # upscaled to the minimum
+    assert ready[3] == (3, None)  # 300:1 is past Qwen2-VL's aspect ratio limit
+
+
+def test_shard_batches_never_cross_a_shard_boundary():
+    batches = ShardBatches([2, 0], samples_per_shard=5, num_samples=13, batch_size=2)
+    assert list(batches) == [[10, 11], [12], [0, 1], [2, 3], [4]] and len(batches) == 5
+    assert batches.shard_range(2) == range(10, 13) and batches.shard_range(1) == range(5, 10)
+    assert len(ShardBatches([0, 1], 4, 8, 3)) == 4 and list(ShardBatches([0, 1], 4, 8, 3)) == [[0, 1, 2], [3], [4, 5, 6], [7]]
+
+
+def test_unfinished_shards_are_this_processs_share_of_those_not_done(tmp_path: Path):
+    for shard in (1, 4):
+        (tmp_path / f"shard-{shard:06d}.json").write_text("{}")
+    (tmp_path / "shard-000003.safetensors").write_text("half written: not finished")
+    assert unfinished_shards(tmp_path, 26, 5, 0, 1) == [0, 2, 3, 5]  # ceil(26 / 5) = 6 shards
+    assert [unfinished_shards(tmp_path, 25, 5, rank, 2) for rank in range(2)] == [[0, 2], [3]]
+
+
+def test_the_manifest_records_the_plan(tmp_path: Path):
+    config = load_config(None, [f"precompute.vlm={json.dumps(str(tmp_path / 'Qwen2-VL-7B'))}", 'precompute.dtype="fp32"',
+                                'precompute.storage_dtype="fp32"', "precompute.samples_per_shard=9", "run.seed=5",
+                                "precompute.max_new_tokens=20", "precompute.temperature=0.7", "precompute.top_p=0.8",
+                                "precompute.greedy=true", 'precompute.instructions=["Describe it."]', "precompute.min_pixels=100",
+                                "precompute.max_pixels=200"])
+    assert manifest_for(config, 64, 30) == {
+        "vlm": "Qwen2-VL-7B", "vlm_path": str(tmp_path / "Qwen2-VL-7B"), "hidden_size": 64, "dtype": "fp32",
+        "storage_dtype": "fp32", "num_samples": 30, "samples_per_shard": 9, "seed": 5,
+        "sampling": {"max_new_tokens": 20, "temperature": 0.7, "top_p": 0.8, "greedy": True, "stop_at_eos": True},
+        "instructions": ["Describe it."], "min_pixels": 100, "max_pixels": 200}
+
+
+MANIFEST = {"vlm": "Qwen2-VL-7B", "vlm_path": "/models/Qwen2-VL-7B", "hidden_size": 64, "dtype": "bf16", "storage_dtype": "bf16",
+            "num_samples": 30, "samples_per_shard": 9, "seed": 5, "sampling": {"top_p": 0.9}, "instructions": ["Describe it."],
+            "min_pixels": 100, "max_pixels": 200}
+
+
+@pytest.mark.parametrize("key", sorted(MANIFEST))
+def test_a_features_folder_refuses_other_settings_but_a_moved_model(tmp_path: Path, key: str):
+    check_and_write_manifest(tmp_path, MANIFEST)
+    assert json.loads((tmp_path / "manifest.json").read_text()) == MANIFEST
+    check_and_write_manifest(tmp_path, dict(MANIFEST))  # the same settings: go on
+    changed = {**MANIFEST, key: "other"}
+    if key == "vlm_path":  # the same model in another place
+        assert key not in FIXED_MANIFEST_KEYS
+        check_and_write_manifest(tmp_path, changed)
+    else:
+        with pytest.raises(ThinkDiffError, match=f"\\({key} differ\\): use a new \\[precompute\\] features_dir or restore the settings$"):
+            check_and_write_manifest(tmp_path, changed)
+    assert json.loads((tmp_path / "manifest.json").read_text()) == MANIFEST  # the first record stays
+
+
+def test_every_process_raises_when_one_fails():
+    def fails(message, error=ThinkDiffError):
+        def step():
+            raise error(message)
+        return step
+
+    assert on_every_process(lambda: 3, lambda error: [error]) == 3
+    with pytest.raises(ThinkDiffError, match="^disk full$"):
+        on_every_process(fails("disk full", OSError), lambda error: [error])  # one process: its message alone
+    with pytest.raises(ThinkDiffError, match="^process 1: no manifest; process 2: bad$"):
+        on_every_process(lambda: 3, lambda error: [error, "no manifest", "bad"])  # this process (rank 0) did fine
+    with pytest.raises(ThinkDiffError, match="^process 0: mine; process 2: bad$"):
+        on_every_process(fails("mine"), lambda error: [error, None, "bad"])
+    with pytest.raises(KeyError):  # a bug is not shared: it fails here as it is
+        on_every_process(fails("bug", KeyError), lambda error: [error])
