@@ -13,6 +13,8 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
+from thinkdiff.aligner import Aligner
+from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.errors import ThinkDiffError
 from training.checkpoint import (
     STATE_FILE,
@@ -27,6 +29,7 @@ from training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from training.export import export_aligner
 from training.metrics import MetricsLog, plot_loss, read_metrics
 
 
@@ -144,6 +147,32 @@ def test_checkpoints_save_load_and_keep_the_newest(tmp_path: Path, ascii_locale)
     assert latest_checkpoint(tmp_path) == folder / "step-100000000"
     with pytest.raises(ThinkDiffError, match=r"step-100000001.partial is not a finished training checkpoint \(no state.json\)"):
         read_checkpoint(folder / "step-100000001.partial")
+
+
+def test_export_writes_the_latest_or_a_chosen_checkpoint_with_its_provenance(tmp_path: Path):
+    run = tmp_path / "run"
+    with pytest.raises(ThinkDiffError, match=f"^{re.escape(str(run))} has no checkpoint to export: train first "
+                                             r"\(python -m training align\)$"):
+        export_aligner(run, tmp_path / "none.safetensors")
+    torch.manual_seed(0)
+    aligner = Aligner(4, 8, 6)
+    optimizer = torch.optim.AdamW(aligner.parameters())
+    info = {"variant": "clip", "source_model": "blip2-vision.safetensors", "t5_model": "flan-t5-xxl", "config": {}}
+    states = {}
+    for step in (3, 5):
+        with torch.no_grad():
+            aligner.in_proj.weight.add_(step)
+        states[step] = {k: v.clone() for k, v in aligner.state_dict().items()}
+        save_checkpoint(_Processes(), run, aligner, optimizer, TrainState(step), info, keep=0)
+    for chosen, output in ((None, "latest.safetensors"), (run / "checkpoints" / "step-00000003", "step3.safetensors")):
+        path = export_aligner(run, tmp_path / output, chosen)
+        assert path == tmp_path / output
+        weights = load_aligner_weights(path)
+        step = 5 if chosen is None else 3
+        assert {k: weights.metadata[k] for k in ("variant", "source_model", "t5_model", "training_steps", "trained_with")} == {
+            "variant": "clip", "source_model": "blip2-vision.safetensors", "t5_model": "flan-t5-xxl",
+            "training_steps": str(step), "trained_with": "ComfyUI-ThinkDiff training/"}
+        assert weights.state.keys() == states[step].keys() and all(torch.equal(weights.state[k], states[step][k]) for k in weights.state)
 
 
 def test_a_checkpoint_whose_old_ones_cannot_be_deleted_is_still_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

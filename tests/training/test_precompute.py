@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,11 @@ from safetensors.torch import load_file
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.manifest import write_manifest_if_new
 from thinkdiff.sampling_options import SamplingOptions
 from thinkdiff.vlm import VLMRequest
 from training.config import Config, PrecomputeConfig, load_config
-from training.feature_store import FeatureShards, finished_shards
+from training.feature_store import FeatureShards, GeneratedSample, features_manifest, finished_shards, write_shard
 from training.pairs import Pair, pairs_from_config
 from training.precompute import precompute
 from training.stage_a_plan import (
@@ -183,3 +186,52 @@ def test_every_process_raises_when_one_fails():
         on_every_process(fails("mine"), lambda error: [error, None, "bad"])
     with pytest.raises(KeyError):  # a bug is not shared: it fails here as it is
         on_every_process(fails("bug", KeyError), lambda error: [error])
+
+
+def _sample(key: str, rows: int, first_id: int, text: str) -> GeneratedSample:
+    features = torch.arange(rows * 3, dtype=torch.float32).reshape(rows, 3) / 7 + first_id
+    return GeneratedSample(key, f"Describe {key}.", features, torch.arange(first_id, first_id + rows, dtype=torch.int32), text)
+
+
+def test_a_shard_stores_each_samples_rows_and_reads_back(tmp_path: Path):
+    samples = [_sample("a", 2, 10, "Un café."), _sample("b", 3, 20, "A cat."), _sample("c", 1, 30, "")]
+    write_shard(tmp_path, 12, samples[:2], 3, skipped=1)
+    write_shard(tmp_path, 3, samples[2:], 3, skipped=0, dtype=torch.float32)
+    write_shard(tmp_path, 7, [], 3, skipped=4)  # every input of the shard unreadable
+    tensors = load_file(str(tmp_path / "shard-000012.safetensors"))
+    assert tensors["offsets"].tolist() == [0, 2, 5] and tensors["token_ids"].tolist() == [10, 11, 20, 21, 22]
+    assert tensors["token_ids"].dtype == torch.int64 and tensors["features"].dtype == torch.bfloat16
+    assert torch.equal(tensors["features"], torch.cat([samples[0].features, samples[1].features]).to(torch.bfloat16))
+    raw = (tmp_path / "shard-000012.json").read_bytes()
+    assert "Un café.".encode() in raw  # UTF-8 text, not \\u escapes
+    assert json.loads(raw) == {"samples": [{"key": "a", "instruction": "Describe a.", "text": "Un café."},
+                                           {"key": "b", "instruction": "Describe b.", "text": "A cat."}], "skipped": 1}
+    empty = load_file(str(tmp_path / "shard-000007.safetensors"))
+    assert (empty["features"].shape, empty["features"].dtype) == ((0, 3), torch.bfloat16)
+    assert (empty["token_ids"].shape, empty["token_ids"].dtype, empty["offsets"].tolist()) == ((0,), torch.int64, [0])
+    (tmp_path / "shard-000005.safetensors").write_bytes(b"an unfinished shard: no .json yet")
+    assert finished_shards(tmp_path) == [3, 7, 12]  # by number
+
+    with pytest.raises(ThinkDiffError, match=f"^{re.escape(str(tmp_path))} holds no precomputed features \\(manifest.json missing\\): run "
+                                             "`python -m training precompute` first$"):
+        FeatureShards(tmp_path)
+    write_manifest_if_new(tmp_path, {"hidden_size": 3})
+    assert features_manifest(tmp_path) == {"hidden_size": 3}
+    shards = FeatureShards(tmp_path)
+    assert (len(shards), shards.skipped_inputs, shards.manifest) == (3, 5, {"hidden_size": 3})
+    for row, sample in enumerate([samples[2], samples[0], samples[1]]):  # shard 3, then 12
+        features, ids = shards[row]
+        assert features.dtype == (torch.float32 if row == 0 else torch.bfloat16)
+        assert torch.equal(features, sample.features.to(features.dtype)) and ids.tolist() == sample.token_ids.tolist()
+    copy = pickle.loads(pickle.dumps(shards))  # to a DataLoader worker: without the open files
+    assert copy._open == {} and len(shards._open) == 2 and copy.index == shards.index
+    assert torch.equal(copy[2][0], shards[2][0]) and len(copy._open) == 1
+
+
+def test_a_features_folder_without_finished_shards_says_so(tmp_path: Path):
+    write_manifest_if_new(tmp_path, {"hidden_size": 3})
+    with pytest.raises(ThinkDiffError, match=f"^{re.escape(str(tmp_path))} has no finished feature shards$"):
+        FeatureShards(tmp_path)
+    write_shard(tmp_path, 0, [], 3, skipped=2)
+    with pytest.raises(ThinkDiffError, match="has no finished feature shards"):  # a shard of unreadable inputs only
+        FeatureShards(tmp_path)
