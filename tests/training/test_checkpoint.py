@@ -248,8 +248,8 @@ def test_the_loss_plot_draws_the_finite_losses_against_their_steps(tmp_path: Pat
         log.append(step=step, loss=loss, lr=1e-4, samples=1, skipped=0, elapsed_s=1.0)
     with csv_path.open("a") as f:
         f.write("35,,0.0001,1,0,1.0\r\n")  # a flush with no samples
-    png = plot_loss(csv_path, tmp_path / "plots" / "loss.png", "LVLM aligner loss")
-    assert png == tmp_path / "plots" / "loss.png"
+    png = plot_loss(csv_path, tmp_path / "run" / "plots" / "loss.png", "LVLM aligner loss")  # folders made as needed
+    assert png == tmp_path / "run" / "plots" / "loss.png"
     # steps 10..30 span x 70..780, losses 1..3 span y 430..30
     expected = _expected_plot("LVLM aligner loss", [(430, "1.000"), (330, "1.500"), (230, "2.000"), (130, "2.500"), (30, "3.000")],
                               [(70, "10"), (247.5, "15"), (425, "20"), (602.5, "25"), (780, "30")],
@@ -258,7 +258,7 @@ def test_the_loss_plot_draws_the_finite_losses_against_their_steps(tmp_path: Pat
         assert drawn.mode == "RGB" and drawn.tobytes() == expected.tobytes()
 
 
-def test_the_loss_plot_of_one_point_and_of_none(tmp_path: Path):
+def test_the_loss_plot_of_one_point_two_and_none(tmp_path: Path):
     csv_path = tmp_path / "metrics.csv"
     MetricsLog(csv_path, 0).append(step=5, loss=2.0, lr=1e-4, samples=1, skipped=0, elapsed_s=1.0)
     # one step: the x axis spans 5..6 and the loss axis 2..2 + 1e-6, so the point sits in the bottom left corner
@@ -269,6 +269,14 @@ def test_the_loss_plot_of_one_point_and_of_none(tmp_path: Path):
                               lambda draw: draw.ellipse([67, 427, 73, 433], fill=(30, 90, 200)))
     with Image.open(plot_loss(csv_path, tmp_path / "one.png")) as drawn:
         assert drawn.tobytes() == expected.tobytes()
-    MetricsLog(csv_path, 0)
+    MetricsLog(csv_path, 0).append(step=4, loss=5.0, lr=1e-4, samples=1, skipped=0, elapsed_s=1.0)
+    with csv_path.open("a", newline="") as f:
+        f.write("0,1.0,0.0001,1,0,1.0\r\n")  # two points (in any order): a line
+    expected = _expected_plot("two", [(430, "1.000"), (330, "2.000"), (230, "3.000"), (130, "4.000"), (30, "5.000")],
+                              [(70, "0"), (247.5, "1"), (425, "2"), (602.5, "3"), (780, "4")],
+                              lambda draw: draw.line([(780, 30), (70, 430)], fill=(30, 90, 200), width=2))
+    with Image.open(plot_loss(csv_path, tmp_path / "two.png", "two")) as drawn:
+        assert drawn.tobytes() == expected.tobytes()
+    MetricsLog(csv_path, -1)  # no row left
     with Image.open(plot_loss(csv_path, tmp_path / "none.png", "empty")) as drawn:
         assert drawn.tobytes() == _expected_plot("empty", [], [], lambda draw: None).tobytes()

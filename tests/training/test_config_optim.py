@@ -35,11 +35,22 @@ def test_weighted_sources_as_in_the_reference_clip_run(tmp_path: Path):
     assert [(s.shards, s.captions, s.weight) for s in sources] == [(["laion/*.tar"], "", 115.0), ([], "cc_sbu/captions.jsonl", 14.0)]
     single = load_config(None, ['data.captions="pairs.jsonl"']).data.all_sources()
     assert [(s.captions, s.weight) for s in single] == [("pairs.jsonl", 1.0)]
+    both = load_config(None, ['data.captions="pairs.jsonl"', 'data.images="pictures"', 'data.shards=["a/*.tar"]']).data.all_sources()
+    assert [(s.captions, s.images, s.shards, s.weight) for s in both] == [("pairs.jsonl", "pictures", ["a/*.tar"], 1.0)]
+    assert [s.shards for s in load_config(None, ['data.shards=["b.tar"]']).data.all_sources()] == [["b.tar"]]
+    assert load_config().data.all_sources() == []  # no data given
+
+
+BOTH = r"^\[data\]: give the data either as captions/images/shards or as \[\[data.sources\]\] tables, not both$"
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (['data.captions="a.jsonl"', 'data.sources=[{captions="b.jsonl"}]'], "not both"),
-    (['data.sources=[{captions="b.jsonl", weight=0}]'], "weights must be positive"),
+    (['data.captions="a.jsonl"', 'data.sources=[{captions="b.jsonl"}]'], BOTH),
+    (['data.images="pictures"', 'data.sources=[{captions="b.jsonl"}]'], BOTH),
+    (['data.shards=["a.tar"]', 'data.sources=[{captions="b.jsonl"}]'], BOTH),
+    (['data.sources=[{captions="b.jsonl", weight=0}]'], r"^\[data.sources\] weights must be positive$"),
+    (['data.sources=[{captions="b.jsonl"}, {captions="c.jsonl", weight=-1}]'], r"^\[data.sources\] weights must be positive$"),
+    (['run.variant="sdxl"'], r"^\[run\] variant must be one of lvlm, clip, got 'sdxl'$"),
     (['data.sources=[{caption="b.jsonl"}]'], "unknown setting"),
     (['data.sources=["b.jsonl"]'], "list of tables"),
     (["train.keep_checkpoints=-1"], r"^\[train\] keep_checkpoints must be 0 \(keep them all\) or more, got -1$"),
@@ -47,6 +58,11 @@ def test_weighted_sources_as_in_the_reference_clip_run(tmp_path: Path):
 def test_bad_sources_are_explained(overrides, message):
     with pytest.raises(ThinkDiffError, match=message):
         load_config(None, overrides)
+
+
+def test_small_weights_and_keeping_every_checkpoint_are_allowed():
+    config = load_config(None, ['data.sources=[{captions="b.jsonl", weight=0.5}]', "train.keep_checkpoints=0"])
+    assert [s.weight for s in config.data.all_sources()] == [0.5] and config.train.keep_checkpoints == 0
 
 
 def test_file_then_overrides(tmp_path: Path):

@@ -193,7 +193,8 @@ def _sample(key: str, rows: int, first_id: int, text: str) -> GeneratedSample:
     return GeneratedSample(key, f"Describe {key}.", features, torch.arange(first_id, first_id + rows, dtype=torch.int32), text)
 
 
-def test_a_shard_stores_each_samples_rows_and_reads_back(tmp_path: Path):
+def test_a_shard_stores_each_samples_rows_and_reads_back(tmp_path: Path, ascii_locale):
+    """Under an ASCII locale too: the records are UTF-8 whatever the machine's locale."""
     samples = [_sample("a", 2, 10, "Un café."), _sample("b", 3, 20, "A cat."), _sample("c", 1, 30, "")]
     write_shard(tmp_path, 12, samples[:2], 3, skipped=1)
     write_shard(tmp_path, 3, samples[2:], 3, skipped=0, dtype=torch.float32)
@@ -235,3 +236,8 @@ def test_a_features_folder_without_finished_shards_says_so(tmp_path: Path):
     write_shard(tmp_path, 0, [], 3, skipped=2)
     with pytest.raises(ThinkDiffError, match="has no finished feature shards"):  # a shard of unreadable inputs only
         FeatureShards(tmp_path)
+
+
+def test_stage_a_needs_a_vlm(run_config):
+    with pytest.raises(ThinkDiffError, match=r"^set \[precompute\] vlm to a Qwen2-VL\(-Instruct\) Hugging Face folder$"):
+        precompute(run_config())
