@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from tests.support.paths import QWEN_TOKENIZER
 from tests.support.tiny_models import TINY_VISION_TOWER
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights
+from thinkdiff.errors import ThinkDiffError
 from thinkdiff.manifest import write_manifest_if_new
 from thinkdiff.vision import VisionTokenEncoder
 from training.__main__ import main as cli
@@ -87,6 +89,65 @@ def test_aligner_norm_starts_as_the_t5_encoder_final_norm(run_config, t5_folder:
     stored = load_file(str(t5_folder / "model.safetensors"))["encoder.final_layer_norm.weight"]
     assert torch.equal(aligner.norm.weight, stored) and not torch.equal(stored, torch.ones_like(stored))
     assert not any(p.requires_grad for p in t5.model.parameters()) and t5.model.training  # dropout on by default
+
+
+def test_the_t5_keeps_what_the_variant_needs_at_its_dtype(run_config, t5_folder: Path):
+    stored = load_file(str(t5_folder / "model.safetensors"))["encoder.final_layer_norm.weight"]
+    t5 = frozen_t5_from_config(run_config('run.variant="clip"', f"model.t5={quoted(t5_folder)}", 'model.t5_dtype="bf16"',
+                                          "model.t5_dropout=false"))
+    assert t5.model.encoder is not None and t5.model.dtype == torch.bfloat16 and not t5.model.training
+    assert not any(p.requires_grad for p in t5.model.parameters()) and t5.name == "tiny-flan-t5"
+    assert t5.tokenizer("a cat").input_ids == AutoTokenizer.from_pretrained(str(t5_folder))("a cat").input_ids
+    # the aligner's norm starts from the stored float32 weight, not from its bf16 copy in the model
+    assert t5.encoder_norm.dtype == torch.float32 and torch.equal(t5.encoder_norm, stored)
+    assert not torch.equal(t5.model.encoder.final_layer_norm.weight.float(), stored)
+
+
+def test_a_sharded_t5_gives_its_stored_norm(run_config, t5_folder: Path, tmp_path: Path):
+    from transformers import T5ForConditionalGeneration
+
+    folder = tmp_path / "sharded-t5"
+    T5ForConditionalGeneration.from_pretrained(str(t5_folder)).save_pretrained(str(folder), max_shard_size="3MB")
+    AutoTokenizer.from_pretrained(str(t5_folder)).save_pretrained(str(folder))
+    index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(set(index.values())) > 1
+    stored = load_file(str(t5_folder / "model.safetensors"))["encoder.final_layer_norm.weight"]
+    t5 = frozen_t5_from_config(run_config(f"model.t5={quoted(folder)}", 'model.t5_dtype="bf16"'))
+    assert torch.equal(t5.encoder_norm, stored) and t5.model.training  # dropout on by default
+    aligner = build_aligner("lvlm", 16, t5)
+    assert torch.equal(aligner.norm.weight, stored)
+
+
+def test_aligner_init_is_the_references_per_variant(run_config, t5_folder: Path):
+    t5 = frozen_t5_from_config(run_config(f"model.t5={quoted(t5_folder)}"))
+    torch.manual_seed(0)
+    clip = build_aligner("clip", 48, t5)
+    assert (clip.in_proj.weight.shape, clip.out_proj.weight.shape) == ((T5_WIDTH, 48), (T5_WIDTH, T5_WIDTH))  # hidden: d_model
+    for linear in (clip.in_proj, clip.out_proj):  # HF _init_weights: N(0, 0.02), zero bias
+        assert linear.weight.std().item() == pytest.approx(0.02, rel=0.1) and abs(linear.weight.mean().item()) < 0.002
+        assert not linear.bias.any()
+    lvlm = build_aligner("lvlm", 48, t5, hidden_dim=24)
+    assert (lvlm.in_proj.weight.shape, lvlm.out_proj.weight.shape) == ((24, 48), (T5_WIDTH, 24))
+    for linear, fan_in in ((lvlm.in_proj, 48), (lvlm.out_proj, 24)):  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        bound = fan_in**-0.5
+        assert linear.weight.abs().max().item() <= bound and linear.weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.1)
+        assert linear.bias.abs().max().item() <= bound and linear.bias.abs().max().item() > bound / 2
+    for aligner in (clip, lvlm):
+        assert torch.equal(aligner.norm.weight, t5.encoder_norm) and aligner.norm.weight.dtype == torch.float32
+
+
+def test_t5_and_vision_settings_are_explained(run_config, tmp_path: Path, vision_file: Path):
+    with pytest.raises(ThinkDiffError, match="^set \\[model\\] t5 to a Flan-T5 Hugging Face folder$"):
+        frozen_t5_from_config(run_config())
+    with pytest.raises(ThinkDiffError, match=f"^{re.escape(str(tmp_path))} is not a T5 model folder; download google/flan-t5-xxl there$"):
+        frozen_t5_from_config(run_config(f"model.t5={quoted(tmp_path)}"))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ThinkDiffError, match=f"^could not load the T5 in {re.escape(str(tmp_path))}: .+ It must hold the complete "
+                                             "download of https://huggingface.co/google/flan-t5-xxl.$"):
+        frozen_t5_from_config(run_config(f"model.t5={quoted(tmp_path)}"))
+    vision = load_vision(vision_file, torch.bfloat16)
+    assert not vision.training and not any(p.requires_grad for p in vision.parameters())
+    assert {p.dtype for p in vision.parameters()} == {torch.bfloat16}
 
 
 def test_lvlm_overfits_a_fixed_set(run_config, t5_folder: Path, synthetic_features: Path):
@@ -162,6 +223,47 @@ def test_command_line_bf16_align_and_export(tmp_path: Path, t5_folder: Path, syn
     assert cli(["align", "--config", str(tmp_path / "run.toml"), *overrides]) == 0
     assert cli(["export", "--config", str(tmp_path / "run.toml"), *overrides]) == 0
     assert load_aligner_weights(tmp_path / "out" / "aligner.safetensors").in_dim == FEATURE_WIDTH
+
+
+def test_command_line_plot_export_and_errors(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    """The commands' outputs and messages, on a run folder made by hand (a metrics log and two checkpoints)."""
+    import torch.distributed as dist
+
+    from tests.training.test_checkpoint import _Processes
+    from training import trainer
+    from training.checkpoint import TrainState, save_checkpoint
+    from training.metrics import MetricsLog
+
+    (tmp_path / "run.toml").write_text('[run]\noutput_dir = "out"\n')
+    run = tmp_path / "out"
+    run.mkdir()
+    MetricsLog(run / "metrics.csv", 0).append(step=1, loss=2.0, lr=1e-4, samples=1, skipped=0, elapsed_s=1.0)
+    assert cli(["plot", "--config", str(tmp_path / "run.toml")]) == 0
+    assert capsys.readouterr().out == f"wrote {run / 'loss.png'}\n" and (run / "loss.png").stat().st_size > 0
+
+    aligner = Aligner(FEATURE_WIDTH, 8, T5_WIDTH)
+    for step in (1, 2):
+        save_checkpoint(_Processes(), run, aligner, torch.optim.AdamW(aligner.parameters()), TrainState(step),
+                        {"variant": "lvlm", "source_model": "Qwen2-VL", "t5_model": "flan-t5"}, keep=0)
+    assert cli(["export", "--config", str(tmp_path / "run.toml")]) == 0
+    assert capsys.readouterr().out == f"wrote {run / 'aligner.safetensors'}\n"
+    assert load_aligner_weights(run / "aligner.safetensors").metadata["training_steps"] == "2"
+    first = run / "checkpoints" / "step-00000001"
+    assert cli(["export", "--config", str(tmp_path / "run.toml"), "--checkpoint", str(first),
+                "--output", str(tmp_path / "a.safetensors")]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'a.safetensors'}\n"
+    assert load_aligner_weights(tmp_path / "a.safetensors").metadata["training_steps"] == "1"
+
+    monkeypatch.setattr(trainer, "train", lambda config: config.path(config.run.output_dir) / "trained")
+    assert cli(["align", "--config", str(tmp_path / "run.toml"), "--set", 'run.output_dir="other"']) == 0
+    assert capsys.readouterr().out == f"run folder {tmp_path / 'other' / 'trained'}\n"
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    assert cli(["precompute", "--config", str(tmp_path / "run.toml")]) == 1  # an error still closes the process group
+    assert not dist.is_initialized()
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == "error: set [precompute] vlm to a Qwen2-VL(-Instruct) Hugging Face folder\n"
+    assert cli(["plot", "--set", "optim.lrr=1"]) == 1 and capsys.readouterr().err.startswith("error: ")
 
 
 def test_worker_preprocessing_is_the_librarys(vision_file: Path):
