@@ -21,7 +21,7 @@ from thinkdiff.errors import ThinkDiffError
 from thinkdiff.manifest import write_manifest_if_new
 from thinkdiff.vision import VisionTokenEncoder
 from training.__main__ import main as cli
-from training.checkpoint import list_checkpoints
+from training.checkpoint import list_checkpoints, read_checkpoint
 from training.config import Config
 from training.export import export_aligner
 from training.feature_store import FeatureShards, GeneratedSample, write_shard
@@ -160,6 +160,63 @@ def test_clip_overfits_a_fixed_set(run_config, t5_folder: Path, vision_file: Pat
     config = run_config(*clip_settings(t5_folder, vision_file, photo_set, "train.batch_size=8", "train.max_steps=80",
                                        "model.t5_dropout=false", "optim.lr=3e-2", "optim.min_lr=3e-2"))
     assert_learns(losses(train(config)))
+
+
+def test_a_run_logs_its_steps_rates_and_counts(run_config, t5_folder: Path, synthetic_features: Path, capsys):
+    """Rows every ``log_every`` steps and at each checkpoint, each the sample-weighted mean loss since the last row."""
+    settings = lvlm_settings(t5_folder, synthetic_features, "train.batch_size=4", "train.max_steps=3", "model.t5_dropout=false",
+                             "optim.warmup_steps=4", "optim.warmup_lr=1e-4", "optim.lr=1e-3")
+    every_step = losses(train(run_config(*settings, output="every")))
+    capsys.readouterr()
+    config = run_config(*settings, "train.log_every=2", "train.checkpoint_every=2")
+    run = train(config)
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], float(r["lr"]), r["samples"], r["skipped"]) for r in rows] == [
+        ("2", pytest.approx(1e-4 + 9e-4 / 4), "8", "0"), ("3", pytest.approx(1e-4 + 9e-4 / 2), "12", "0")]  # the steps' rates
+    assert float(rows[0]["loss"]) == pytest.approx(sum(every_step[:2]) / 2, rel=1e-6)  # steps 1 and 2, 4 samples each
+    assert float(rows[1]["loss"]) == pytest.approx(every_step[2], rel=1e-6)
+    assert 0 <= float(rows[0]["elapsed_s"]) <= float(rows[1]["elapsed_s"])
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert len(printed) == 2
+    for line, row, lr in zip(printed, rows, ("0.000325", "0.00055"), strict=True):
+        assert re.fullmatch(f"step {row['step']}/3 loss {float(row['loss']):.4f} lr {lr} samples {row['samples']} skipped 0 "
+                            r"ETA \d+m\d\ds", line), line
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000002", "step-00000003"]
+    _, record = read_checkpoint(run / "checkpoints" / "step-00000003")
+    assert record["train"] == {"step": 3, "samples": 12, "skipped": 0}
+    assert (record["variant"], record["source_model"], record["t5_model"]) == ("lvlm", "synthetic", "tiny-flan-t5")
+    assert record["config"] == json.loads(json.dumps(config.to_dict()))  # as JSON stores it (tuples as lists)
+    assert (run / "loss.png").stat().st_size > 0
+
+
+def test_steps_whose_samples_are_all_skipped_still_step_together(run_config, t5_folder: Path, tmp_path: Path):
+    """One-token answers have no split: such steps log no loss, and the optimizer steps with zero gradients (AdamW's
+    decoupled weight decay alone moves the weight matrices). The tokenizer comes from [precompute] vlm when set."""
+    folder = tmp_path / "features"
+    table = torch.randn(4, FEATURE_WIDTH, generator=torch.Generator().manual_seed(0))
+    samples = [GeneratedSample(f"{n}", "Describe.", table[n:n + 1], torch.tensor([151645]), "") for n in range(4)]
+    write_manifest_if_new(folder, {"vlm": "synthetic", "vlm_path": str(tmp_path / "moved"), "hidden_size": FEATURE_WIDTH})
+    write_shard(folder, 0, samples, FEATURE_WIDTH, skipped=0)
+    config = run_config(*lvlm_settings(t5_folder, folder, "train.batch_size=2", "train.max_steps=2", "model.t5_dropout=false"),
+                        f"precompute.vlm={quoted(QWEN_TOKENIZER)}", "model.aligner_hidden_dim=0")
+    run = train(config)
+    with (run / "metrics.csv").open() as f:
+        assert [(r["loss"], r["samples"], r["skipped"]) for r in csv.DictReader(f)] == [("nan", "0", "2"), ("nan", "0", "4")]
+    torch.manual_seed(config.run.seed)  # the aligner's init: the run seed, then the reference init
+    start = build_aligner("lvlm", FEATURE_WIDTH, frozen_t5_from_config(config)).state_dict()
+    weights, _ = read_checkpoint(run / "checkpoints" / "step-00000002")
+    decay = (1 - 1e-3 * 0.05) ** 2  # lr 1e-3, weight decay 0.05, two steps
+    for key, value in start.items():
+        expected = value * decay if key.endswith("proj.weight") else value
+        assert torch.allclose(weights[key], expected, rtol=1e-6, atol=0), key
+
+
+def test_clip_needs_a_vision_file(run_config, t5_folder: Path, photo_set: Path):
+    config = run_config('run.variant="clip"', f"model.t5={quoted(t5_folder)}", f"data.captions={quoted(photo_set / 'captions.jsonl')}")
+    with pytest.raises(ThinkDiffError, match=r"^set \[model\] vision to a vision file \(python -m thinkdiff extract-vision "
+                                             r"BLIP2_FOLDER FILE\)$"):
+        train(config)
 
 
 def test_resume_continues_bit_identically(run_config, t5_folder: Path, synthetic_features: Path, capsys):
