@@ -34,6 +34,7 @@ from training.stage_a_plan import (
     sampling_options,
     unfinished_shards,
 )
+from training.transformers_stage_a import generate_batch
 
 
 def features_dir(config: Config) -> Path:
@@ -54,20 +55,27 @@ def test_shards_hold_every_usable_image_and_count_the_unreadable(lvlm_features: 
 
 
 def test_features_equal_the_library_encode_output(lvlm_features: Config, encoder):
+    """Each batch is one generation seeded by the run seed + its first index: batch 0 of shards 0 and 1, and shard 2's
+    last batch (13, and 14 unreadable). Dataset index = row here (the one unreadable entry is the last but one)."""
     pre, seed = lvlm_features.precompute, lvlm_features.run.seed
     ready = ReadyImages(pairs_from_config(lvlm_features, require_caption=False), pre.min_pixels, pre.max_pixels)
-    first_batch = [ready[i][1] for i in range(3)]  # shard 0, batch 0
-    requests = [VLMRequest(instruction_for(pre.instructions, seed, i), [pair.image]) for i, pair in enumerate(first_batch)]
-    expected = encoder.encode(requests, sampling_options(pre, seed + 0), min_pixels=pre.min_pixels, max_pixels=pre.max_pixels)
     shards = FeatureShards(features_dir(lvlm_features))
-    for row, out in enumerate(expected):
-        features, ids = shards[row]
-        assert torch.equal(ids, out.token_ids)
-        assert torch.equal(features, out.features.to(torch.bfloat16))
+    for first, count in ((0, 3), (5, 3), (13, 1)):
+        batch = [ready[i][1] for i in range(first, first + count)]
+        requests = [VLMRequest(instruction_for(pre.instructions, seed, i), [pair.image]) for i, pair in enumerate(batch, first)]
+        expected = encoder.encode(requests, sampling_options(pre, seed + first), min_pixels=pre.min_pixels, max_pixels=pre.max_pixels)
+        for row, out in enumerate(expected, first):
+            features, ids = shards[row]
+            assert torch.equal(ids, out.token_ids)
+            assert torch.equal(features, out.features.to(torch.bfloat16))
+
+
+def test_a_batch_of_unreadable_images_generates_nothing():
+    assert generate_batch(None, [(3, None), (4, None)], PrecomputeConfig(), 0) == []  # no model call at all
 
 
 def test_restart_skips_finished_shards_and_redoes_the_rest_identically(tmp_path: Path, lvlm_features: Config, run_config,
-                                                                        stage_a_settings):
+                                                                        stage_a_settings, capsys):
     folder = tmp_path / "features"
     config = run_config(*stage_a_settings(folder))
     source = features_dir(lvlm_features)
@@ -76,7 +84,12 @@ def test_restart_skips_finished_shards_and_redoes_the_rest_identically(tmp_path:
         (folder / name).write_bytes((source / name).read_bytes())  # an interrupted job: shard 2 never finished
     (folder / "shard-000002.safetensors").write_bytes(b"half written")
     before = {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-00000[013].*")}
-    precompute(config)
+    capsys.readouterr()
+    assert precompute(config) == folder
+    # progress on shard 2's 5 entries (10..14) in batches of 3, reported at each batch (progress_every_s = 0)
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[precompute")]
+    assert [line.split(",")[0] for line in printed] == ["[precompute 0]: 3/5 samples", "[precompute 0]: 5/5 samples"]
+    assert all(re.fullmatch(r"[^,]+, [\d.]+ samples/s, [\d.]+ tokens/s, ETA \d+m\d\ds", line) for line in printed)
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-00000[013].*")} == before
     assert finished_shards(folder) == [0, 1, 2, 3]
     redone, original = load_file(str(folder / "shard-000002.safetensors")), load_file(str(source / "shard-000002.safetensors"))
