@@ -323,6 +323,30 @@ def test_command_line_plot_export_and_errors(tmp_path: Path, capsys, monkeypatch
     assert cli(["plot", "--set", "optim.lrr=1"]) == 1 and capsys.readouterr().err.startswith("error: ")
 
 
+def test_command_line_help_lists_the_commands_and_options(capsys, monkeypatch: pytest.MonkeyPatch):
+    """The help page as docs/training.md describes the commands: ``python -m training COMMAND``, ``--config FILE``, any
+    number of ``--set section.key=value`` (TOML values), ``export``'s ``--output`` and ``--checkpoint``."""
+    import training.__main__ as entry
+
+    monkeypatch.setenv("COLUMNS", "200")  # the usage on one line
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m training [-h] [--config CONFIG] [--set SECTION.KEY=VALUE] [--output OUTPUT] "
+                           "[--checkpoint CHECKPOINT] {precompute,align,export,plot}\n")
+    assert entry.__doc__ in text  # the commands' list as written, not re-wrapped
+    words = " ".join(text.split())  # an option's help may start on its own line
+    for option, meaning in (("--config CONFIG", "the run's TOML file"),
+                            ("--set SECTION.KEY=VALUE", "override a config value (TOML syntax for the value), repeatable"),
+                            ("--output OUTPUT", "export: the .safetensors file to write (default: RUN/aligner.safetensors)"),
+                            ("--checkpoint CHECKPOINT", "export: a checkpoint folder (default: the latest)")):
+        assert re.search(re.escape(f"{option} {meaning}") + "(?= --|$)", words), option  # up to the next option
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["train", "--config", "run.toml"])
+    assert exit_info.value.code == 2 and "argument command: invalid choice: 'train'" in capsys.readouterr().err
+
+
 def test_worker_preprocessing_is_the_librarys(vision_file: Path):
     vision = VisionTokenEncoder.from_file(vision_file)
     images = [Image.new("RGB", (64, 48), "red"), Image.new("L", (30, 90), 128).convert("RGB")]

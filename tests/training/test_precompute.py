@@ -41,6 +41,26 @@ def features_dir(config: Config) -> Path:
     return config.path(config.precompute.features_dir)
 
 
+def test_features_equal_the_library_encode_output(lvlm_features: Config, encoder):
+    """Each batch is one generation seeded by the run seed + its first index: batch 0 of shards 0 and 1, and shard 2's
+    last batch (13, and 14 unreadable). Dataset index = row here (the one unreadable entry is the last but one).
+    The first test to use ``lvlm_features``: stage A runs in its setup, so mutation testing links it to stage A's code."""
+    pre, seed = lvlm_features.precompute, lvlm_features.run.seed
+    records = [json.loads((features_dir(lvlm_features) / f"shard-{i:06d}.json").read_text()) for i in range(4)]
+    stored = [sample["instruction"] for record in records for sample in record["samples"]]
+    assert stored == [instruction_for(pre.instructions, seed, index) for index in range(16) if index != 14]
+    ready = ReadyImages(pairs_from_config(lvlm_features, require_caption=False), pre.min_pixels, pre.max_pixels)
+    shards = FeatureShards(features_dir(lvlm_features))
+    for first, count in ((0, 3), (5, 3), (13, 1)):
+        batch = [ready[i][1] for i in range(first, first + count)]
+        requests = [VLMRequest(instruction_for(pre.instructions, seed, i), [pair.image]) for i, pair in enumerate(batch, first)]
+        expected = encoder.encode(requests, sampling_options(pre, seed + first), min_pixels=pre.min_pixels, max_pixels=pre.max_pixels)
+        for row, out in enumerate(expected, first):
+            features, ids = shards[row]
+            assert torch.equal(ids, out.token_ids)
+            assert torch.equal(features, out.features.to(torch.bfloat16))
+
+
 def test_shards_hold_every_usable_image_and_count_the_unreadable(lvlm_features: Config):
     folder = features_dir(lvlm_features)
     assert finished_shards(folder) == [0, 1, 2, 3]
@@ -52,22 +72,6 @@ def test_shards_hold_every_usable_image_and_count_the_unreadable(lvlm_features: 
     features, ids = shards[0]
     assert features.dtype == torch.bfloat16 and features.shape == (len(ids), 64) and 1 <= len(ids) <= 6
     assert all(r["instruction"] in lvlm_features.precompute.instructions for rec in records for r in rec["samples"])
-
-
-def test_features_equal_the_library_encode_output(lvlm_features: Config, encoder):
-    """Each batch is one generation seeded by the run seed + its first index: batch 0 of shards 0 and 1, and shard 2's
-    last batch (13, and 14 unreadable). Dataset index = row here (the one unreadable entry is the last but one)."""
-    pre, seed = lvlm_features.precompute, lvlm_features.run.seed
-    ready = ReadyImages(pairs_from_config(lvlm_features, require_caption=False), pre.min_pixels, pre.max_pixels)
-    shards = FeatureShards(features_dir(lvlm_features))
-    for first, count in ((0, 3), (5, 3), (13, 1)):
-        batch = [ready[i][1] for i in range(first, first + count)]
-        requests = [VLMRequest(instruction_for(pre.instructions, seed, i), [pair.image]) for i, pair in enumerate(batch, first)]
-        expected = encoder.encode(requests, sampling_options(pre, seed + first), min_pixels=pre.min_pixels, max_pixels=pre.max_pixels)
-        for row, out in enumerate(expected, first):
-            features, ids = shards[row]
-            assert torch.equal(ids, out.token_ids)
-            assert torch.equal(features, out.features.to(torch.bfloat16))
 
 
 def test_a_batch_of_unreadable_images_generates_nothing():
