@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
 from pathlib import Path
 
@@ -188,6 +189,56 @@ def test_a_run_logs_its_steps_rates_and_counts(run_config, t5_folder: Path, synt
     assert (record["variant"], record["source_model"], record["t5_model"]) == ("lvlm", "synthetic", "tiny-flan-t5")
     assert record["config"] == json.loads(json.dumps(config.to_dict()))  # as JSON stores it (tuples as lists)
     assert (run / "loss.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("variant, precision", [("lvlm", "no"), ("lvlm", "bf16"), ("clip", "no")])
+def test_the_first_steps_loss_is_rebuilt_by_hand(run_config, t5_folder: Path, synthetic_features: Path, vision_file: Path,
+                                                 photo_set: Path, variant: str, precision: str):
+    """Step 1's logged loss from its parts: the run seed's aligner init, the first batch of the run's order, each
+    sample's draw from the run seed with the [train] limits, the objective of the variant (under bf16 autocast when
+    asked)."""
+    from tests.training.test_masking import reference_pre_caption
+    from training.batching import StepBatches
+    from training.pairs import pairs_from_config
+
+    extra = ["train.batch_size=4", "train.max_steps=1", "model.t5_dropout=false", f'run.mixed_precision="{precision}"',
+             "run.seed=7", "train.max_split_tokens=3", "train.max_target_tokens=5", "train.max_caption_words=4"]
+    settings = (lvlm_settings(t5_folder, synthetic_features, *extra) if variant == "lvlm"
+                else clip_settings(t5_folder, vision_file, photo_set, *extra))
+    config = run_config(*settings, output="runs/first")  # a nested folder, made as needed
+    with (train(config) / "metrics.csv").open() as f:
+        logged = list(csv.DictReader(f))[0]
+    t5 = frozen_t5_from_config(config)
+    examples: list = []
+    if variant == "lvlm":
+        tokenizer, shards = AutoTokenizer.from_pretrained(str(QWEN_TOKENIZER)), FeatureShards(synthetic_features)
+        refs = next(iter(StepBatches([len(shards)], [1.0], 4, 7, 0, 1, 0, 1)))
+        for epoch, index in refs:
+            features, ids = shards[index]
+            split = random.Random(f"7:{epoch}:{index}").randint(1, min(len(ids) - 1, 3))
+            examples.append(LVLMExample(features[:split], tokenizer.decode(ids[split:].tolist(), skip_special_tokens=True)))
+        objective, in_dim = LVLMObjective(t5.model), FEATURE_WIDTH
+    else:
+        vision, pairs = load_vision(vision_file, torch.float32), pairs_from_config(config)
+        refs = next(iter(StepBatches([len(pairs)], [1.0], 4, 7, 0, 1, 0, 1)))
+        for epoch, index in refs:
+            pair = pairs[index]
+            words = reference_pre_caption(pair.caption, 4).split(" ") if pair else [""]
+            if words != [""]:
+                point = random.Random(f"7:{epoch}:{index}").randint(1, len(words) - 1) if len(words) > 1 else 0
+                pixels = PixelPreprocessor.of(vision)([pair.image])[0]
+                examples.append(CLIPExample(pixels, " ".join(words[:point]), " ".join(words[point:])))
+        objective, in_dim = CLIPObjective(t5.model, vision), vision.hidden_size
+    assert (int(logged["samples"]), int(logged["skipped"])) == (len(examples), 4 - len(examples))
+    torch.manual_seed(7)
+    aligner = build_aligner(variant, in_dim, t5, 64)
+    batch = Collator(t5.tokenizer, 5)(examples)
+    with torch.no_grad():
+        plain = objective.loss(aligner, batch).item()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = objective.loss(aligner, batch).item()
+    assert abs(plain - autocast) > 1e-4  # the test tells them apart
+    assert float(logged["loss"]) == pytest.approx(autocast if precision == "bf16" else plain, rel=1e-6)
 
 
 def test_steps_whose_samples_are_all_skipped_still_step_together(run_config, t5_folder: Path, tmp_path: Path):
