@@ -8,6 +8,7 @@ import pickle
 import random
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -76,6 +77,32 @@ def test_shards_hold_every_usable_image_and_count_the_unreadable(lvlm_features: 
 
 def test_a_batch_of_unreadable_images_generates_nothing():
     assert generate_batch(None, [(3, None), (4, None)], PrecomputeConfig(), 0) == []  # no model call at all
+
+
+def test_a_batch_is_one_generation_with_the_plans_settings():
+    """What a batch asks the library for (recorded by a stand-in encoder): the plan's instructions, the pixel budget,
+    ``max_new_tokens`` for the context check, and the sampling seed of the first usable index."""
+    calls = {}
+
+    class Encoder:
+        def prepare(self, requests, min_pixels, max_pixels, max_new_tokens):
+            calls["prepare"] = (requests, min_pixels, max_pixels, max_new_tokens)
+            return "inputs"
+
+        def generate(self, inputs, options):
+            calls["generate"] = (inputs, options)
+            return [SimpleNamespace(features=torch.full((2, 3), float(n)), token_ids=torch.tensor([n, 1]), text=f"answer {n}")
+                    for n in range(2)]
+
+    config = PrecomputeConfig(instructions=["A?", "B?", "C?"], min_pixels=100, max_pixels=200, max_new_tokens=9)
+    image = Image.new("RGB", (8, 8))
+    samples = generate_batch(Encoder(), [(4, None), (5, Pair("k5", image, "")), (6, Pair("k6", image, ""))], config, 1000)
+    instructions = [random.Random(f"1000:instruction:{index}").choice(["A?", "B?", "C?"]) for index in (5, 6)]
+    requests, *budget = calls["prepare"]
+    assert [(r.prompt, list(r.images)) for r in requests] == [(text, [image]) for text in instructions] and budget == [100, 200, 9]
+    assert calls["generate"] == ("inputs", SamplingOptions(max_new_tokens=9, stop_at_eos=True, seed=1005))
+    assert [(s.key, s.instruction, s.text, s.token_ids.tolist(), s.features.tolist()) for s in samples] == [
+        ("k5", instructions[0], "answer 0", [0, 1], [[0.0] * 3] * 2), ("k6", instructions[1], "answer 1", [1, 1], [[1.0] * 3] * 2)]
 
 
 def test_restart_skips_finished_shards_and_redoes_the_rest_identically(tmp_path: Path, lvlm_features: Config, run_config,
