@@ -19,7 +19,7 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.manifest import write_manifest_if_new
 from thinkdiff.sampling_options import SamplingOptions
-from thinkdiff.vlm import VLMRequest
+from thinkdiff.vlm import QwenVLEncoder, VLMRequest
 from training.config import Config, PrecomputeConfig, load_config
 from training.feature_store import FeatureShards, GeneratedSample, features_manifest, finished_shards, write_shard
 from training.pairs import Pair, pairs_from_config
@@ -50,6 +50,8 @@ def test_features_equal_the_library_encode_output(lvlm_features: Config, encoder
     records = [json.loads((features_dir(lvlm_features) / f"shard-{i:06d}.json").read_text()) for i in range(4)]
     stored = [sample["instruction"] for record in records for sample in record["samples"]]
     assert stored == [instruction_for(pre.instructions, seed, index) for index in range(16) if index != 14]
+    manifest = json.loads((features_dir(lvlm_features) / "manifest.json").read_text())
+    assert (manifest["hidden_size"], manifest["num_samples"]) == (encoder.hidden_size, 16) == (64, 16)
     ready = ReadyImages(pairs_from_config(lvlm_features, require_caption=False), pre.min_pixels, pre.max_pixels)
     shards = FeatureShards(features_dir(lvlm_features))
     for first, count in ((0, 3), (5, 3), (13, 1)):
@@ -73,6 +75,24 @@ def test_shards_hold_every_usable_image_and_count_the_unreadable(lvlm_features: 
     features, ids = shards[0]
     assert features.dtype == torch.bfloat16 and features.shape == (len(ids), 64) and 1 <= len(ids) <= 6
     assert all(r["instruction"] in lvlm_features.precompute.instructions for rec in records for r in rec["samples"])
+
+
+def test_stage_a_runs_the_vlm_at_the_configured_precision(tmp_path: Path, tiny_vlm_folder: Path, photo_set: Path, run_config,
+                                                          stage_a_settings):
+    """``[precompute] dtype = "bf16"``: the features are what the bf16 model generates (two images, one shard)."""
+    (tmp_path / "two.jsonl").write_text('{"image": "images/coffee.png", "caption": ""}\n{"image": "images/rocket.png", "caption": ""}\n')
+    config = run_config(*stage_a_settings(tmp_path / "features"), 'precompute.dtype="bf16"',
+                        f"data.captions={json.dumps(str(tmp_path / 'two.jsonl'))}", f"data.images={json.dumps(str(photo_set))}")
+    pre, seed = config.precompute, config.run.seed
+    precompute(config)
+    ready = ReadyImages(pairs_from_config(config, require_caption=False), pre.min_pixels, pre.max_pixels)
+    requests = [VLMRequest(instruction_for(pre.instructions, seed, i), [ready[i][1].image]) for i in range(2)]
+    bf16 = QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=torch.bfloat16)
+    expected = bf16.encode(requests, sampling_options(pre, seed), min_pixels=pre.min_pixels, max_pixels=pre.max_pixels)
+    shards = FeatureShards(tmp_path / "features")
+    assert len(shards) == 2
+    for row, out in enumerate(expected):
+        assert torch.equal(shards[row][1], out.token_ids) and torch.equal(shards[row][0], out.features.to(torch.bfloat16))
 
 
 def test_a_batch_of_unreadable_images_generates_nothing():
