@@ -50,6 +50,7 @@ def test_features_equal_the_library_encode_output(lvlm_features: Config, encoder
     records = [json.loads((features_dir(lvlm_features) / f"shard-{i:06d}.json").read_text()) for i in range(4)]
     stored = [sample["instruction"] for record in records for sample in record["samples"]]
     assert stored == [instruction_for(pre.instructions, seed, index) for index in range(16) if index != 14]
+    assert [record["skipped"] for record in records] == [0, 0, 1, 0]  # broken.png is entry 14, in shard 2
     manifest = json.loads((features_dir(lvlm_features) / "manifest.json").read_text())
     assert (manifest["hidden_size"], manifest["num_samples"]) == (encoder.hidden_size, 16) == (64, 16)
     ready = ReadyImages(pairs_from_config(lvlm_features, require_caption=False), pre.min_pixels, pre.max_pixels)
@@ -79,9 +80,12 @@ def test_shards_hold_every_usable_image_and_count_the_unreadable(lvlm_features: 
 
 def test_stage_a_runs_the_vlm_at_the_configured_precision(tmp_path: Path, tiny_vlm_folder: Path, photo_set: Path, run_config,
                                                           stage_a_settings):
-    """``[precompute] dtype = "bf16"``: the features are what the bf16 model generates (two images, one shard)."""
-    (tmp_path / "two.jsonl").write_text('{"image": "images/coffee.png", "caption": ""}\n{"image": "images/rocket.png", "caption": ""}\n')
-    config = run_config(*stage_a_settings(tmp_path / "features"), 'precompute.dtype="bf16"',
+    """``[precompute] dtype = "bf16"``: the features are what the bf16 model generates (two images in shard 0), stored
+    as ``storage_dtype`` says; shard 1 holds only an unreadable image: an empty shard of the model's width."""
+    (tmp_path / "two.jsonl").write_text('{"image": "images/coffee.png", "caption": ""}\n{"image": "images/rocket.png", "caption": ""}\n'
+                                        '{"image": "images/broken.png", "caption": ""}\n')
+    config = run_config(*stage_a_settings(tmp_path / "features"), 'precompute.dtype="bf16"', 'precompute.storage_dtype="fp32"',
+                        "precompute.samples_per_shard=2",
                         f"data.captions={json.dumps(str(tmp_path / 'two.jsonl'))}", f"data.images={json.dumps(str(photo_set))}")
     pre, seed = config.precompute, config.run.seed
     precompute(config)
@@ -92,7 +96,11 @@ def test_stage_a_runs_the_vlm_at_the_configured_precision(tmp_path: Path, tiny_v
     shards = FeatureShards(tmp_path / "features")
     assert len(shards) == 2
     for row, out in enumerate(expected):
-        assert torch.equal(shards[row][1], out.token_ids) and torch.equal(shards[row][0], out.features.to(torch.bfloat16))
+        assert torch.equal(shards[row][1], out.token_ids) and shards[row][0].dtype == torch.float32
+        assert torch.equal(shards[row][0], out.features.float())
+    empty = load_file(str(tmp_path / "features" / "shard-000001.safetensors"))
+    assert (empty["features"].shape, empty["features"].dtype) == ((0, 64), torch.float32)
+    assert json.loads((tmp_path / "features" / "shard-000001.json").read_text()) == {"samples": [], "skipped": 1}
 
 
 def test_a_batch_of_unreadable_images_generates_nothing():
@@ -141,6 +149,9 @@ def test_restart_skips_finished_shards_and_redoes_the_rest_identically(tmp_path:
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[precompute")]
     assert [line.split(",")[0] for line in printed] == ["[precompute 0]: 3/5 samples", "[precompute 0]: 5/5 samples"]
     assert all(re.fullmatch(r"[^,]+, [\d.]+ samples/s, [\d.]+ tokens/s, ETA \d+m\d\ds", line) for line in printed)
+    samples_rate, tokens_rate = (float(part.split()[0]) for part in printed[-1].split(", ")[1:3])
+    tokens = int(load_file(str(source / "shard-000002.safetensors"))["offsets"][-1])  # the shard's generated tokens
+    assert tokens > 0 and abs(tokens_rate - samples_rate * tokens / 5) <= 0.05 + 0.005 * tokens / 5 + 1e-9  # within the rounding
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("shard-00000[013].*")} == before
     assert finished_shards(folder) == [0, 1, 2, 3]
     redone, original = load_file(str(folder / "shard-000002.safetensors")), load_file(str(source / "shard-000002.safetensors"))
