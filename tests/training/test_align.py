@@ -119,6 +119,21 @@ def test_a_sharded_t5_gives_its_stored_norm(run_config, t5_folder: Path, tmp_pat
     assert torch.equal(aligner.norm.weight, stored)
 
 
+def test_a_t5_without_safetensors_gives_its_loaded_norm(run_config, t5_folder: Path, tmp_path: Path):
+    """Weights in ``pytorch_model.bin`` only: the norm is the loaded model's (nothing to read at a stored precision)."""
+    from transformers import T5ForConditionalGeneration
+
+    folder = tmp_path / "bin-t5"
+    model = T5ForConditionalGeneration.from_pretrained(str(t5_folder))
+    model.config.save_pretrained(str(folder))
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    AutoTokenizer.from_pretrained(str(t5_folder)).save_pretrained(str(folder))
+    assert not list(folder.glob("*.safetensors")) and (folder / "pytorch_model.bin").is_file()
+    stored = load_file(str(t5_folder / "model.safetensors"))["encoder.final_layer_norm.weight"]
+    t5 = frozen_t5_from_config(run_config(f"model.t5={quoted(folder)}"))
+    assert t5.encoder_norm.dtype == torch.float32 and torch.equal(t5.encoder_norm, stored)
+
+
 def test_aligner_init_is_the_references_per_variant(run_config, t5_folder: Path):
     t5 = frozen_t5_from_config(run_config(f"model.t5={quoted(t5_folder)}"))
     torch.manual_seed(0)
