@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
+from thinkdiff.aligner import Aligner
+from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.errors import ThinkDiffError
 from training.checkpoint import (
     STATE_FILE,
@@ -26,6 +29,8 @@ from training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from training.export import export_aligner
+from training.metrics import MetricsLog, plot_loss, read_metrics
 
 
 def _assert_same(restored, original):
@@ -144,6 +149,32 @@ def test_checkpoints_save_load_and_keep_the_newest(tmp_path: Path, ascii_locale)
         read_checkpoint(folder / "step-100000001.partial")
 
 
+def test_export_writes_the_latest_or_a_chosen_checkpoint_with_its_provenance(tmp_path: Path):
+    run = tmp_path / "run"
+    with pytest.raises(ThinkDiffError, match=f"^{re.escape(str(run))} has no checkpoint to export: train first "
+                                             r"\(python -m training align\)$"):
+        export_aligner(run, tmp_path / "none.safetensors")
+    torch.manual_seed(0)
+    aligner = Aligner(4, 8, 6)
+    optimizer = torch.optim.AdamW(aligner.parameters())
+    info = {"variant": "clip", "source_model": "blip2-vision.safetensors", "t5_model": "flan-t5-xxl", "config": {}}
+    states = {}
+    for step in (3, 5):
+        with torch.no_grad():
+            aligner.in_proj.weight.add_(step)
+        states[step] = {k: v.clone() for k, v in aligner.state_dict().items()}
+        save_checkpoint(_Processes(), run, aligner, optimizer, TrainState(step), info, keep=0)
+    for chosen, output in ((None, "latest.safetensors"), (run / "checkpoints" / "step-00000003", "step3.safetensors")):
+        path = export_aligner(run, tmp_path / output, chosen)
+        assert path == tmp_path / output
+        weights = load_aligner_weights(path)
+        step = 5 if chosen is None else 3
+        assert {k: weights.metadata[k] for k in ("variant", "source_model", "t5_model", "training_steps", "trained_with")} == {
+            "variant": "clip", "source_model": "blip2-vision.safetensors", "t5_model": "flan-t5-xxl",
+            "training_steps": str(step), "trained_with": "ComfyUI-ThinkDiff training/"}
+        assert weights.state.keys() == states[step].keys() and all(torch.equal(weights.state[k], states[step][k]) for k in weights.state)
+
+
 def test_a_checkpoint_whose_old_ones_cannot_be_deleted_is_still_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Pruning is best effort (a busy file on a network share): the run goes on."""
     aligner = torch.nn.Linear(2, 3)
@@ -175,3 +206,77 @@ def test_damaged_checkpoint_files_name_the_folder_to_delete(tmp_path: Path):
     optimizer_file = re.escape(str(path / "optimizer.safetensors"))
     with pytest.raises(ThinkDiffError, match=f"^{optimizer_file} is truncated .+{advice}\\.$"):
         read_checkpoint(path)
+
+
+def test_the_metrics_log_keeps_the_rows_up_to_the_resumed_step(tmp_path: Path):
+    path = tmp_path / "metrics.csv"
+    log = MetricsLog(path, 0)
+    assert path.read_bytes() == b"step,loss,lr,samples,skipped,elapsed_s\r\n"  # the csv module's line ends
+    for step in (1, 2, 3):
+        log.append(step=step, loss=1.0 / step, lr=1e-4, samples=4 * step, skipped=step - 1, elapsed_s=0.5 * step)
+    MetricsLog(path, 2)  # resumed from step 2's checkpoint: step 3 is done again
+    assert path.read_bytes() == (b"step,loss,lr,samples,skipped,elapsed_s\r\n1,1.0,0.0001,4,0,0.5\r\n"
+                                 b"2,0.5,0.0001,8,1,1.0\r\n")
+    assert read_metrics(path)[1] == {"step": "2", "loss": "0.5", "lr": "0.0001", "samples": "8", "skipped": "1", "elapsed_s": "1.0"}
+    MetricsLog(path, 0)
+    assert read_metrics(path) == []
+    MetricsLog(tmp_path / "new.csv", 5)  # a checkpoint without a log: a fresh one
+    assert read_metrics(tmp_path / "new.csv") == [] and (tmp_path / "new.csv").read_bytes() == b"step,loss,lr,samples,skipped,elapsed_s\r\n"
+
+
+def _expected_plot(title: str, y_labels: list[tuple[int, str]], x_labels: list[tuple[float, str]], curve) -> Image.Image:
+    """The loss plot's layout by hand: 800 x 480, the axes' box from (70, 30) to (780, 430), 4 px ticks, labels beside."""
+    image = Image.new("RGB", (800, 480), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([70, 30, 780, 430], outline="black")
+    draw.text((70, 8), title, fill="black")
+    draw.text((413, 458), "step", fill="black")
+    for y, label in y_labels:
+        draw.line([66, y, 70, y], fill="black")
+        draw.text((4, y - 6), label, fill="black")
+    for x, label in x_labels:
+        draw.line([x, 430, x, 434], fill="black")
+        draw.text((x - 10, 438), label, fill="black")
+    curve(draw)
+    return image
+
+
+def test_the_loss_plot_draws_the_finite_losses_against_their_steps(tmp_path: Path):
+    csv_path = tmp_path / "metrics.csv"
+    log = MetricsLog(csv_path, 0)
+    for step, loss in ((10, 3.0), (15, float("nan")), (20, 1.0), (25, float("inf")), (30, 2.0)):
+        log.append(step=step, loss=loss, lr=1e-4, samples=1, skipped=0, elapsed_s=1.0)
+    with csv_path.open("a") as f:
+        f.write("35,,0.0001,1,0,1.0\r\n")  # a flush with no samples
+    png = plot_loss(csv_path, tmp_path / "run" / "plots" / "loss.png", "LVLM aligner loss")  # folders made as needed
+    assert png == tmp_path / "run" / "plots" / "loss.png"
+    # steps 10..30 span x 70..780, losses 1..3 span y 430..30
+    expected = _expected_plot("LVLM aligner loss", [(430, "1.000"), (330, "1.500"), (230, "2.000"), (130, "2.500"), (30, "3.000")],
+                              [(70, "10"), (247.5, "15"), (425, "20"), (602.5, "25"), (780, "30")],
+                              lambda draw: draw.line([(70, 30), (425, 430), (780, 230)], fill=(30, 90, 200), width=2))
+    with Image.open(png) as drawn:
+        assert drawn.mode == "RGB" and drawn.tobytes() == expected.tobytes()
+
+
+def test_the_loss_plot_of_one_point_two_and_none(tmp_path: Path):
+    csv_path = tmp_path / "metrics.csv"
+    MetricsLog(csv_path, 0).append(step=5, loss=2.0, lr=1e-4, samples=1, skipped=0, elapsed_s=1.0)
+    # one step: the x axis spans 5..6 and the loss axis 2..2 + 1e-6, so the point sits in the bottom left corner
+    low, high = 2.0, 2.0 + 1e-6
+    ticks = [low + (high - low) * i / 4 for i in range(5)]  # in floats, a hair off 430 - 100 i: PIL rounds them down
+    expected = _expected_plot("training loss", [(430 - (tick - low) / (high - low) * 400, "2.000") for tick in ticks],
+                              [(70, "5"), (247.5, "5"), (425, "6"), (602.5, "6"), (780, "6")],
+                              lambda draw: draw.ellipse([67, 427, 73, 433], fill=(30, 90, 200)))
+    with Image.open(plot_loss(csv_path, tmp_path / "one.png")) as drawn:
+        assert drawn.tobytes() == expected.tobytes()
+    MetricsLog(csv_path, 0).append(step=4, loss=5.0, lr=1e-4, samples=1, skipped=0, elapsed_s=1.0)
+    with csv_path.open("a", newline="") as f:
+        f.write("0,1.0,0.0001,1,0,1.0\r\n")  # two points (in any order): a line
+    expected = _expected_plot("two", [(430, "1.000"), (330, "2.000"), (230, "3.000"), (130, "4.000"), (30, "5.000")],
+                              [(70, "0"), (247.5, "1"), (425, "2"), (602.5, "3"), (780, "4")],
+                              lambda draw: draw.line([(780, 30), (70, 430)], fill=(30, 90, 200), width=2))
+    with Image.open(plot_loss(csv_path, tmp_path / "two.png", "two")) as drawn:
+        assert drawn.tobytes() == expected.tobytes()
+    MetricsLog(csv_path, -1)  # no row left
+    with Image.open(plot_loss(csv_path, tmp_path / "none.png", "empty")) as drawn:
+        assert drawn.tobytes() == _expected_plot("empty", [], [], lambda draw: None).tobytes()

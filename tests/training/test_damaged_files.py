@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,22 @@ def test_a_truncated_feature_shard_names_how_to_redo_it(tmp_path: Path, lvlm_fea
     truncate(folder / "shard-000002.safetensors", 1000)
     with pytest.raises(ThinkDiffError, match=r"shard-000002.safetensors is truncated .*delete shard-000002.json and "
                                              r"shard-000002.safetensors .*rerun `python -m training precompute`"):
+        FeatureShards(folder)
+
+
+@pytest.mark.parametrize("damage", ["missing tensors", "cut json", "not utf-8"])
+def test_a_damaged_shard_names_how_to_redo_it(tmp_path: Path, lvlm_features: Config, damage: str):
+    folder = tmp_path / "features"
+    shutil.copytree(lvlm_features.path(lvlm_features.precompute.features_dir), folder)
+    if damage == "missing tensors":
+        (folder / "shard-000001.safetensors").unlink()
+        problem = "shard-000001.safetensors is missing"
+    else:
+        (folder / "shard-000001.json").write_bytes(b'{"samples": [' if damage == "cut json" else b'{"samples": "\xff"}')
+        problem = r"shard-000001.json is damaged \(.+\)"
+    with pytest.raises(ThinkDiffError, match=f"^{problem}: delete shard-000001.json and shard-000001.safetensors in "
+                                             f"{re.escape(str(folder))} and rerun `python -m training precompute` to redo "
+                                             "that shard$"):
         FeatureShards(folder)
 
 
