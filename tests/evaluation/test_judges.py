@@ -13,7 +13,7 @@ from transformers import AutoProcessor, CLIPModel, CLIPProcessor, LlavaForCondit
 
 from evaluation.cobsat.generate import generate
 from evaluation.cobsat.judge import judge, read_rows, read_summary, scores_file
-from evaluation.cobsat.judges import ClipMetric, LlavaJudge, QwenJudge, _open, llava_prompt, resolve_device
+from evaluation.cobsat.judges import ClipMetric, LlavaJudge, QwenJudge, _open, llava_prompt, load_model_judge, resolve_device
 from evaluation.cobsat.protocol import TASKS, parse_answer, question
 from evaluation.cobsat.records import image_file
 from evaluation.cobsat.samples import Sample
@@ -66,6 +66,13 @@ def test_the_judges_load_where_and_how_they_are_told(tiny_llava: Path, tiny_vlm_
     clip = ClipMetric(tiny_clip, "meta")
     assert clip.device == meta and {p.device for p in clip.model.parameters()} == {meta} and not clip.model.training
     assert ClipMetric(tiny_clip).device == torch.device("cpu")  # "auto" on a machine without CUDA
+    # The [judge] model picks the class; its dtype name, device name and token budget reach it.
+    llava = load_model_judge("llava", tiny_llava, "bf16", "meta", 3)
+    assert isinstance(llava, LlavaJudge) and llava.generation.max_new_tokens == 3
+    assert {(p.device, p.dtype) for p in llava.model.parameters()} == {(meta, torch.bfloat16)}
+    qwen = load_model_judge("qwen2vl", tiny_vlm_folder, "bf16", "meta", 3)
+    assert isinstance(qwen, QwenJudge) and qwen.sampling.max_new_tokens == 3
+    assert {(p.device, p.dtype) for p in qwen.encoder.parameters()} == {(meta, torch.bfloat16)}
 
 
 def test_auto_is_the_gpu_when_there_is_one(monkeypatch):
