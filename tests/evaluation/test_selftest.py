@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +14,15 @@ import pytest
 from PIL import Image
 
 from evaluation.__main__ import main
-from evaluation.cobsat.generate import fixed_batches, generate, load_backend, manifest
+from evaluation.cobsat.generate import fixed_batches, generate, load_backend, manifest, write_outputs
 from evaluation.cobsat.judge import judge, read_rows, read_summary, scores_file
 from evaluation.cobsat.prompt import INSTRUCTION
 from evaluation.cobsat.protocol import TASKS
 from evaluation.cobsat.records import Generated, image_file, record_file
+from evaluation.cobsat.samples import Sample
 from evaluation.cobsat.selftest import near_chance, selftest
 from evaluation.cobsat.synthetic import PALETTE, SHAPES, RuleJudge, render, shape_of
+from tests.support.paths import REPO
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
 
@@ -226,3 +231,18 @@ def test_each_backend_is_loaded_with_its_settings(eval_config, monkeypatch):
     config = eval_config('generate.backend="comfyui"')
     assert load_backend(config, "cuda:2", hook) == ("comfyui", config, hook)
     assert [load_backend(eval_config(f'generate.backend="{name}"'), "cpu").oracle for name in ("oracle", "random")] == [True, False]
+
+
+def test_answers_are_utf_8_whatever_the_locale(tmp_path: Path):
+    """Under a C locale without UTF-8 mode (ASCII), a VLM answer with an accent is still written (in UTF-8)."""
+    code = ("import sys; from pathlib import Path; from PIL import Image; from evaluation.cobsat.generate import write_outputs; "
+            "from evaluation.cobsat.records import Generated; from evaluation.cobsat.samples import Sample; "
+            "sample = Sample(1, 2, 0, (), (), {'detail': 'red', 'obj': 'car'}, 'x'); "
+            "write_outputs(Path(sys.argv[1]), sample, 42, Generated(Image.new('RGB', (4, 4)), 'r' + chr(233) + 'ponse'), 0.5, 'oracle')")
+    environment = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], cwd=REPO, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "c" / "shot_2" / "task_1" / "x.txt").read_bytes() == "réponse".encode()
+    sample = Sample(1, 2, 0, (), (), {"detail": "red", "obj": "car"}, "x")  # in this process too, for mutation testing
+    write_outputs(tmp_path / "here", sample, 42, Generated(Image.new("RGB", (4, 4)), "réponse"), 0.5, "oracle")
+    assert (tmp_path / "here" / "shot_2" / "task_1" / "x.txt").read_bytes() == "réponse".encode()
