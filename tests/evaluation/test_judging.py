@@ -28,7 +28,7 @@ from evaluation.cobsat.judge import (
 from evaluation.cobsat.protocol import TASKS, question
 from evaluation.cobsat.records import image_file, record_file
 from evaluation.cobsat.report import markdown, tables
-from evaluation.cobsat.samples import Sample
+from evaluation.cobsat.samples import Sample, build_samples, write_samples
 from evaluation.cobsat.synthetic import RuleJudge
 from tests.support.paths import REPO
 from thinkdiff.errors import ThinkDiffError
@@ -199,6 +199,36 @@ def test_questions_go_in_batches_and_a_missing_image_gets_cobsats_row(eval_confi
     assert [call for call in judge_.calls if call] == [asked(1, 0), asked(1, 2), asked(2, 0), asked(2, 1), asked(2, 2)]
     assert "clip_correct" not in read_rows(scores_file(tmp_path / "one_by_one", 2, 2))[0]
 
+
+def test_progress_is_printed_every_30_seconds_by_default(eval_config, tmp_path: Path, monkeypatch, capsys):
+    """judge_samples' default progress interval: a line 30 s after the last one (and at the end)."""
+    import thinkdiff.progress
+
+    class Clock:
+        values = iter([0.0, 29.9, 30.0])
+
+        @classmethod
+        def monotonic(cls) -> float:
+            return next(cls.values)
+
+    config = eval_config('generate.backend="oracle"', "run.samples_per_task=2", "run.tasks=[1]")
+    images = generate(config)
+    monkeypatch.setattr(thinkdiff.progress, "time", Clock)
+    capsys.readouterr()
+    judge_samples(config.samples(), images, tmp_path / "scores", RuleJudge(), batch_size=1)
+    assert [line.split(" samples,")[0] for line in capsys.readouterr().out.splitlines()] == ["[judge rules]: 2/2"]
+    Clock.values = iter([0.0, 30.0, 30.1])
+    judge_samples(config.samples(), images, tmp_path / "again", RuleJudge(), batch_size=1)
+    assert [line.split(" samples,")[0] for line in capsys.readouterr().out.splitlines()] == ["[judge rules]: 1/2", "[judge rules]: 2/2"]
+
+
+def test_a_selection_without_samples_gives_an_empty_summary(eval_config, tmp_path: Path, prompt_list: Path):
+    """A samples file without the configured tasks: nothing to judge, and an empty summary rather than an error."""
+    samples = write_samples(build_samples(prompt_list, [3], [2], count=2), tmp_path / "task3.jsonl")
+    config = eval_config(f"data.samples={json.dumps(str(samples))}", 'judge.model="rules"')
+    assert config.samples() == []
+    summary = judge(config)
+    assert summary == config.output_dir / "scores" / "rules" / "summary.csv" and read_summary(summary) == []
 
 def test_the_summary_is_each_tasks_mean_over_its_samples(tmp_path: Path):
     """Hand-made rows: three samples a task; an unjudged sample and a missing image count as wrong; four decimals; the
