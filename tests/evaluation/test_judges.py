@@ -52,6 +52,23 @@ def test_llava_judge_batches_equal_single_greedy_runs(tiny_llava: Path, question
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
     assert (judge_.generation.eos_token_id, judge_.generation.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)
     assert judge_.generation.max_new_tokens == 6 and judge_.processor.tokenizer.padding_side == "left"
+    assert (judge_.generation.do_sample, judge_.generation.num_beams) == (False, 1)  # greedy
+
+
+def test_a_llava_without_a_pad_token_pads_with_its_end_token(tiny_llava: Path, monkeypatch):
+    import evaluation.cobsat.judges as judges
+
+    class WithoutPad:
+        @staticmethod
+        def from_pretrained(*args, **kwargs):
+            processor = AutoProcessor.from_pretrained(*args, **kwargs)
+            processor.tokenizer.pad_token = None
+            return processor
+
+    monkeypatch.setattr(judges, "AutoProcessor", WithoutPad)
+    judge_ = LlavaJudge(tiny_llava, torch.float16, torch.device("meta"))
+    tokenizer = judge_.processor.tokenizer
+    assert tokenizer.pad_token_id is None and judge_.generation.pad_token_id == tokenizer.eos_token_id is not None
 
 
 def test_the_judges_load_where_and_how_they_are_told(tiny_llava: Path, tiny_vlm_folder: Path, tiny_clip: Path):
