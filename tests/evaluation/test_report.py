@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from evaluation.cobsat.config import load_config
 from evaluation.cobsat.judge import write_summary
@@ -143,3 +143,35 @@ def test_report_files_are_utf_8_whatever_the_locale(tmp_path: Path):
     assert "| Δ vs paper | +0.000 |" in (folder / "cobsat.md").read_bytes().decode("utf-8")
     assert "2,Δ vs paper,1,Color-I,0.0000" in (folder / "cobsat.csv").read_bytes().decode("utf-8")
     report(load_config(None, [f'run.output_dir="{tmp_path}"', 'judge.model="rules"']))  # in this process too, for mutation testing
+
+
+def test_the_charts_texts_are_where_the_layout_puts_them(tmp_path: Path):
+    """The only black pixels are the texts, drawn at their places (a title per panel, tick labels, group labels, legend
+    labels cut to 28 characters) and the axis lines; worked out from the layout: plot from x 60 to 1180 and y
+    panel top + 40 to panel bottom - 50, 11 groups of 1120 / 11 px, legend entries 190 px apart."""
+    long_label = "a run label longer than twenty-eight characters"
+    shot_tables = {6: [("ours", {1: 0.5}), ("ours, CLIP ViT-B/32", {1: 0.25})], 2: [(long_label, {2: 1.0})]}
+    image = Image.open(chart(shot_tables, tmp_path / "c.png", "rules")).convert("RGB")
+    expected = Image.new("RGB", image.size, "white")
+    draw = ImageDraw.Draw(expected)
+    names = [*(TASKS[t].name for t in (1, 3, 5, 7, 9, 2, 4, 6, 8, 10)), "avg"]
+    for panel, (shot, rows) in enumerate(shot_tables.items()):
+        top, bottom = panel * 360 + 40, (panel + 1) * 360 - 50
+        draw.text((60, top - 32), f"CoBSAT {shot}-shot accuracy (judge: rules)", fill="black")
+        for tick, text in ((0.0, "0.00"), (0.25, "0.25"), (0.5, "0.50"), (0.75, "0.75"), (1.0, "1.00")):
+            draw.text((8, bottom - tick * (bottom - top) - 6), text, fill="black")
+        for group, name in enumerate(names):
+            draw.text((60 + group * 1120 / 11 + 1120 / 110, bottom + 6), name, fill="black")
+        for entry, (label, _) in enumerate(rows):
+            draw.text((60 + 10 + entry * 190 + 14, top - 18), label[:28], fill="black")
+        draw.line([60, bottom, 1180, bottom], fill="black")
+
+    def black(picture: Image.Image) -> set[tuple[int, int]]:
+        pixels = picture.load()
+        return {(x, y) for x in range(picture.width) for y in range(picture.height) if pixels[x, y] == (0, 0, 0)}
+
+    assert black(image) == black(expected)
+    cut, longer = (Image.new("RGB", (400, 20), "white") for _ in range(2))
+    ImageDraw.Draw(cut).text((0, 0), long_label[:28], fill="black")
+    ImageDraw.Draw(longer).text((0, 0), long_label[:29], fill="black")
+    assert black(cut) < black(longer)  # the cut shows
