@@ -143,7 +143,7 @@ def test_selections_are_checked(tasks, shots, count, message):
 
 def test_samples_files_are_read_back_or_explained(tmp_path: Path, all_samples):
     samples = [all_samples[1, 2, 0], all_samples[4, 4, 1]]
-    path = write_samples(samples, tmp_path / "new" / "samples.jsonl")
+    path = write_samples(samples, tmp_path / "new" / "folders" / "samples.jsonl")
     path.write_text(path.read_text() + "\n")  # a blank line is skipped
     assert read_samples(path) == samples
     with pytest.raises(ThinkDiffError) as error:
@@ -229,6 +229,9 @@ def test_a_wrong_dataset_root_is_explained(all_samples, standin: Path, tmp_path:
     assert message(standin.parent, [all_samples[1, 2, 0]]) == (  # the folder above datasets/
         f"2 of 2 CoBSAT images are missing under {standin.parent}, e.g. color_car/blue_car.jpg, color_car/brown_car.jpg. "
         f"It looks like the folder above it: use {standin}.")
+    (tmp_path / "above" / "datasets" / "color_bag").mkdir(parents=True)  # the first missing image's folder decides
+    above = message(tmp_path / "above", [all_samples[2, 2, 0]])  # color_bag/pink_bag.jpg, then color_ball/pink_ball.jpg
+    assert above.endswith(f"It looks like the folder above it: use {tmp_path / 'above' / 'datasets'}.")
     (tmp_path / "color_car").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "color_car" / "pink_car.jpg")
     # 4-shot entry 1: pink, yellow, white, red cars; three of the missing ones named, in sorted order.

@@ -79,9 +79,11 @@ def test_generate_resumes_and_keeps_its_settings(eval_config):
     generate(config)
     assert json.loads(record_file(images, lost).read_text())["seed"] == records[lost.save_name]["seed"]
     assert record_file(images, kept).stat().st_mtime_ns == kept_time
-    with pytest.raises(ThinkDiffError, match="other settings .*steps"):
+    with pytest.raises(ThinkDiffError) as error:
         record_file(images, lost).unlink()
         generate(eval_config('generate.backend="random"', "generate.batch_size=3", "generate.steps=4"))
+    assert str(error.value) == (f"{images} holds files made with other settings (steps differ): use another [run] output_dir or "
+                                "restore the settings of images/manifest.json")
 
 
 def test_batches_never_span_tasks_and_shards_split_them(eval_config):
@@ -246,3 +248,20 @@ def test_answers_are_utf_8_whatever_the_locale(tmp_path: Path):
     sample = Sample(1, 2, 0, (), (), {"detail": "red", "obj": "car"}, "x")  # in this process too, for mutation testing
     write_outputs(tmp_path / "here", sample, 42, Generated(Image.new("RGB", (4, 4)), "réponse"), 0.5, "oracle")
     assert (tmp_path / "here" / "shot_2" / "task_1" / "x.txt").read_bytes() == "réponse".encode()
+
+
+@pytest.mark.parametrize("backend", ["diffusers", "comfyui"])
+def test_the_model_backends_check_the_dataset_first(eval_config, tmp_path: Path, monkeypatch, backend: str):
+    """The backends that read CoBSAT's demo images check the dataset root before loading anything; the drawing ones
+    (oracle, random) do not read it."""
+    import evaluation.cobsat.generate as generate_module
+
+    loads = []
+    monkeypatch.setattr(generate_module, "load_backend", lambda *args: loads.append(args) or ScriptedBackend())
+    nowhere = f"data.dataset_root={json.dumps(str(tmp_path / 'nowhere'))}"
+    with pytest.raises(ThinkDiffError, match=f"^dataset root not found: {tmp_path / 'nowhere'}"):
+        generate(eval_config(f'generate.backend="{backend}"', nowhere))
+    assert loads == []
+    generate(eval_config(f'generate.backend="{backend}"'))  # the stand-in has every image
+    generate(eval_config('generate.backend="oracle"', nowhere, f"run.output_dir={json.dumps(str(tmp_path / 'drawn'))}"))
+    assert len(loads) == 2
