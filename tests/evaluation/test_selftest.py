@@ -192,6 +192,7 @@ def test_generate_writes_what_the_backend_returns(eval_config, monkeypatch, caps
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "[generate 1/1] 8 samples, 8 in this worker's batches, 8 to do (oracle)"
     assert [line.split(" samples,")[0] for line in lines[1:]] == [f"[generate 1/1]: {n}/8" for n in (3, 4, 7, 8)]
+    assert all(float(line.split("samples/s, ")[1].split(" tokens/s")[0]) > 0 for line in lines[1:])  # the answers' tokens
     # Everything made: nothing loaded, nothing written again.
     generate(config, hook)
     assert len(loads) == 1 and capsys.readouterr().out == "[generate 1/1] 8 samples, 8 in this worker's batches, 0 to do (oracle)\n"
@@ -265,3 +266,15 @@ def test_the_model_backends_check_the_dataset_first(eval_config, tmp_path: Path,
     generate(eval_config(f'generate.backend="{backend}"'))  # the stand-in has every image
     generate(eval_config('generate.backend="oracle"', nowhere, f"run.output_dir={json.dumps(str(tmp_path / 'drawn'))}"))
     assert len(loads) == 2
+
+
+def test_a_backend_must_return_one_result_per_sample(eval_config, monkeypatch):
+    import evaluation.cobsat.generate as generate_module
+
+    class OneShort(ScriptedBackend):
+        def generate(self, samples, seeds):
+            return super().generate(samples, seeds)[:-1]
+
+    monkeypatch.setattr(generate_module, "load_backend", lambda *args: OneShort())
+    with pytest.raises(ValueError, match="zip"):
+        generate(eval_config('generate.backend="oracle"', "generate.batch_size=3"))
