@@ -15,6 +15,7 @@ from evaluation.cobsat.judge import write_summary
 from evaluation.cobsat.paper import PAPER, PAPER_ROW
 from evaluation.cobsat.protocol import TASKS
 from evaluation.cobsat.report import DELTA_ROW, chart, markdown, report, tables, write_csv
+from evaluation.cobsat.report import chart as chart_file
 from tests.support.paths import REPO
 
 # The paper's ThinkDiff-LVLM row, so this run's difference to it is 0; 6-shot has no paper numbers.
@@ -45,7 +46,8 @@ def test_report_tables_csv_and_chart(tmp_path: Path):
     assert "| Δ vs paper |" + " +0.010 |" * 11 in text and "| Δ vs paper |" + " +0.000 |" * 11 in text
     assert text.count("| ours, CLIP ViT-B/32 |" + " 0.500 |" * 11) == 2
     assert text.count("This run covers only some tasks") == 1  # 2- and 4-shot have all ten tasks
-    assert "10000 samples over 10 task(s), 3 image(s) missing" in text
+    assert text.startswith("# CoBSAT accuracy (judge: rules)\n")
+    assert "\n10000 samples over 10 task(s), 3 image(s) missing (counted wrong).\n" in text  # none unjudged: not said
     six = text.split("## 6-shot")[1]
     assert "| ours | 0.500 | – | – | – | – | 0.250 | – | – | – | – | 0.375 |" in six and "paper" not in six
     assert "This run covers only some tasks" in six
@@ -55,6 +57,8 @@ def test_report_tables_csv_and_chart(tmp_path: Path):
     assert {r["row"] for r in rows if r["shot"] == "2"} == {"SEED-LLaMA", "Emu", "GILL", PAPER_ROW, "ours", "Δ vs paper",
                                                             "ours, CLIP ViT-B/32"}
     assert Image.open(chart).size == (1200, 3 * 360)
+    same = chart_file(tables(summary_rows(), "ours"), tmp_path / "same.png", "rules")  # the judge's name in its titles
+    assert Image.open(chart).tobytes() == Image.open(same).tobytes()
 
 
 def six_shot_summary() -> list[dict]:
