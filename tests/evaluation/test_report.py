@@ -127,9 +127,26 @@ def test_the_csv_and_the_chart_of_a_small_run(tmp_path: Path):
         inside, above = bar_pixels(1, column, series, 2, value)  # the difference row is not drawn
         assert inside == colour and above != colour, (column, series)
     assert blue not in {image.getpixel((x, y)) for x in range(0, 1200, 3) for y in range(360, 720, 3)}
+    # Exactly: each bar's pixels, from x0 + s * bar to x0 + (s + 1) * bar - 1 and from the value's height down to the
+    # axis; each legend box 11 x 11 px from (70 + 190 s, top - 16).
+    def pixels(picture: Image.Image, box: tuple[int, int, int, int], colour: tuple) -> set[tuple[int, int]]:
+        return {(x, y) for x in range(box[0], box[2]) for y in range(box[1], box[3]) if picture.getpixel((x, y)) == colour}
+
+    for column, series, value in ((0, 0, 0.0625), (5, 0, 0.25), (0, 1, 0.25), (5, 1, 0.75), (10, 1, 0.5)):
+        colour, width, bottom = (grey, gold)[series], group * 0.8 / 2, 310
+        x0 = 60 + column * group + group * 0.1
+        corners = [x0 + series * width, bottom - value * 270, x0 + (series + 1) * width - 1, bottom]
+        reference = Image.new("RGB", image.size, "white")
+        ImageDraw.Draw(reference).rectangle(corners, fill=colour)
+        box = (int(corners[0]) - 3, int(corners[1]) - 3, int(corners[2]) + 4, bottom)  # above the axis line
+        assert pixels(image, box, colour) == pixels(reference, box, colour) != set(), (column, series)
     for panel in (0, 1):
         top, bottom = panel * 360 + 40, (panel + 1) * 360 - 50
         assert [image.getpixel((70 + 5 + s * 190, top - 11)) for s in (0, 1)] == [grey, gold]  # the legend's boxes
+        for entry, colour in enumerate((grey, gold)):
+            x = 70 + entry * 190
+            assert pixels(image, (x - 3, top - 20, x + 14, top - 2), colour) == {
+                (i, j) for i in range(x, x + 11) for j in range(top - 16, top - 5)}, (panel, entry)
         assert image.getpixel((61, bottom)) == (0, 0, 0) and image.getpixel((1178, bottom - 135)) == (225, 225, 225)
 
 
