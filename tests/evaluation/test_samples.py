@@ -69,7 +69,7 @@ def all_samples(prompt_list: Path) -> dict[tuple[int, int, int], Sample]:
 
 
 @pytest.mark.parametrize("key", VECTORS, ids=lambda k: f"task{k[0]}-{k[1]}shot-entry{k[2]}")
-def test_samples_match_hand_checked_vectors(prompt_list: Path, key):
+def test_each_sample_matches_its_hand_checked_vector(prompt_list: Path, key):
     texts, images, detail, obj, name = VECTORS[key]
     task, shot, index = key
     sample = build_samples(prompt_list, [task], [shot], count=index + 1)[index]  # built here, not in a shared fixture

@@ -153,10 +153,10 @@ def noise(index: int) -> Image.Image:
 
 
 class Clock:
-    """perf_counter for generate: each batch starts at 10 k and takes 0.9 s (a batch of three) or 0.6 s (of one)."""
+    """perf_counter for generate: each batch starts at 10 k and takes 1 s (a batch of three) or 0.6 s (of one)."""
 
     def __init__(self) -> None:
-        self.values = iter([0.0, 0.9, 10.0, 10.6, 20.0, 20.9, 30.0, 30.6])
+        self.values = iter([0.0, 1.0, 10.0, 10.6, 20.0, 21.0, 30.0, 30.6])
 
     def perf_counter(self) -> float:
         return next(self.values)
@@ -180,7 +180,7 @@ def test_generate_writes_what_the_backend_returns(eval_config, monkeypatch, caps
         record = json.loads(record_file(images, sample).read_text())
         assert record == {"task": sample.task, "shot": 2, "index": sample.index, "save_name": sample.save_name,
                           "seed": 42 + sample.index, "backend": "oracle", "gt": sample.gt, "vlm_text": f"réponse {sample.index}",
-                          "vlm_tokens": sample.index + 1, "seconds": 0.6 if sample.index == 3 else 0.3, "vlm_seconds": 0.1235}
+                          "vlm_tokens": sample.index + 1, "seconds": 0.6 if sample.index == 3 else 0.3333, "vlm_seconds": 0.1235}
         assert (images / "shot_2" / f"task_{sample.task}" / f"{sample.save_name}.txt").read_bytes() == f"réponse {sample.index}".encode()
         reference = io.BytesIO()
         noise(sample.index).convert("RGB").save(reference, format="JPEG", quality=95)
