@@ -8,6 +8,7 @@ import pytest
 
 from evaluation.cobsat.config import load_config
 from evaluation.cobsat.prompt import INSTRUCTION
+from evaluation.cobsat.samples import build_samples, write_samples
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
 
@@ -35,8 +36,11 @@ def test_file_then_overrides(tmp_path: Path):
     ('judge.dtype="int8"', r"\[judge\] dtype must be one of bf16, fp16, fp32"),
     ("run.shots=[3]", "shots must be among 2, 4, 6, 8"),
     ("run.samples_per_task=1001", "samples_per_task must be 1-1000"),
-    ("run.shard_index=2", "shard_index must be 0..num_shards-1"),
-    ("generate.batch_size=0", "batch sizes must be at least 1"),
+    ("run.shard_index=2", r"^\[run\] shard_index must be 0..num_shards-1, got 2 of 1$"),
+    ("run.shard_index=1", r"^\[run\] shard_index must be 0..num_shards-1, got 1 of 1$"),
+    ("run.shard_index=-1", r"^\[run\] shard_index must be 0..num_shards-1, got -1 of 1$"),
+    ("generate.batch_size=0", "^batch sizes must be at least 1$"),
+    ("judge.batch_size=0", "^batch sizes must be at least 1$"),
     ("generate.steps=2.5", r"\[generate\] steps must be a int"),
     ("judge.folderr=x", r"unknown setting\(s\) in \[judge\]: folderr"),
 ])
@@ -45,9 +49,25 @@ def test_bad_settings_are_explained(override: str, message: str):
         load_config(None, [override])
 
 
+def test_the_smallest_settings_are_allowed():
+    config = load_config(None, ["generate.batch_size=1", "judge.batch_size=1", "run.num_shards=3", "run.shard_index=2"])
+    assert (config.generate.batch_size, config.judge.batch_size, config.run.shard_index) == (1, 1, 2)
+
+
+def test_a_samples_file_is_filtered_by_the_selection(tmp_path: Path, prompt_list: Path):
+    """A samples file (e.g. the full benchmark's) gives only the configured tasks, shots and first entries."""
+    everything = build_samples(prompt_list, [1, 2], [2, 4], count=3)
+    write_samples(everything, tmp_path / "all.jsonl")
+    config = load_config(None, [f'data.samples="{tmp_path / "all.jsonl"}"', "run.tasks=[2]", "run.shots=[4]", "run.samples_per_task=2"])
+    assert config.samples() == [s for s in everything if (s.task, s.shot) == (2, 4) and s.index in (0, 1)]
+    assert [s.key for s in config.samples()] == [(4, 2, 0), (4, 2, 1)]
+
+
 def test_missing_inputs_are_explained(tmp_path: Path):
     config = load_config(None, [f'run.output_dir="{tmp_path}"'])
-    with pytest.raises(ThinkDiffError, match=r"set \[data\] prompt_list"):
+    with pytest.raises(ThinkDiffError) as error:
         config.samples()
+    assert str(error.value) == (f"no samples file at {tmp_path / 'samples.jsonl'}: set [data] prompt_list to CoBSAT's "
+                                "load_datasets/prompts_list_default.json (or [data] samples to a samples .jsonl)")
     with pytest.raises(ThinkDiffError, match=r"set \[data\] dataset_root"):
         config.dataset_root  # noqa: B018

@@ -8,7 +8,7 @@ from evaluation.cobsat.protocol import TASKS, item, parse_answer, question, true
 
 
 @pytest.mark.parametrize(("reply", "option"), [
-    ("3", 3), ("The answer is (3)", 3), (" (7)green", 7), ("10", 10), ("10.", 10),
+    ("1", 1), ("3", 3), ("The answer is (3)", 3), (" (7)green", 7), ("10", 10), ("10.", 10),
     ("1 or 10", -1),  # all digits concatenated: 110, not an option
     ("3.5", -1),  # 35
     ("0", -1), ("11", -1), ("", -1), ("green", -1), ("²", -1),  # a digit-like sign int() refuses

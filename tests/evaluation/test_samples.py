@@ -6,11 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from evaluation.__main__ import main
 from evaluation.cobsat.prompt import INSTRUCTION, thinkdiff_prompt
 from evaluation.cobsat.protocol import TASKS
-from evaluation.cobsat.samples import Sample, build_samples, check_dataset_root, parse_numbers, read_prompt_list, read_samples
+from evaluation.cobsat.samples import (
+    Sample,
+    build_samples,
+    check_dataset_root,
+    check_selection,
+    parse_numbers,
+    read_prompt_list,
+    read_samples,
+    write_samples,
+)
 from thinkdiff.errors import ThinkDiffError
 
 # (task, shot, entry) -> (text_inputs, image_inputs, gt detail, gt obj, save_name), worked out by hand from the
@@ -59,9 +69,10 @@ def all_samples(prompt_list: Path) -> dict[tuple[int, int, int], Sample]:
 
 
 @pytest.mark.parametrize("key", VECTORS, ids=lambda k: f"task{k[0]}-{k[1]}shot-entry{k[2]}")
-def test_samples_match_hand_checked_vectors(all_samples, key):
+def test_each_sample_matches_its_hand_checked_vector(prompt_list: Path, key):
     texts, images, detail, obj, name = VECTORS[key]
-    sample = all_samples[key]
+    task, shot, index = key
+    sample = build_samples(prompt_list, [task], [shot], count=index + 1)[index]  # built here, not in a shared fixture
     assert (list(sample.text_inputs), list(sample.image_inputs), sample.gt, sample.save_name) == (
         texts, images, {"detail": detail, "obj": obj}, name)
 
@@ -110,22 +121,81 @@ def test_parse_numbers():
     assert parse_numbers("1-10") == list(range(1, 11))
     assert parse_numbers("2,4") == [2, 4]
     assert parse_numbers("1-3, 7") == [1, 2, 3, 7]
-    with pytest.raises(ThinkDiffError, match="not a list of numbers"):
-        parse_numbers("one")
+    for text in ("one", "-1-3"):  # a range's first dash splits it: "" is not a number
+        with pytest.raises(ThinkDiffError) as error:
+            parse_numbers(text)
+        assert str(error.value) == f"{text!r} is not a list of numbers such as 1-10 or 2,4"
+
+
+@pytest.mark.parametrize(("tasks", "shots", "count", "message"), [
+    ([], [2], 1, "tasks must be among 1-10, got []"), ([0, 1], [2], 1, "tasks must be among 1-10, got [0, 1]"),
+    ([1], [], 1, "shots must be among 2, 4, 6, 8, got []"), ([1], [2, 3], 1, "shots must be among 2, 4, 6, 8, got [2, 3]"),
+    ([1], [2], 0, "samples_per_task must be 1-1000, got 0"), ([1], [2], 1001, "samples_per_task must be 1-1000, got 1001"),
+    (list(range(1, 11)), [2, 4, 6, 8], 1, None), ([10], [8], 1000, None),  # the whole range of each is allowed
+])
+def test_selections_are_checked(tasks, shots, count, message):
+    if message is None:
+        check_selection(tasks, shots, count)
+        return
+    with pytest.raises(ThinkDiffError) as error:
+        check_selection(tasks, shots, count)
+    assert str(error.value) == message
+
+
+def test_samples_files_are_read_back_or_explained(tmp_path: Path, all_samples):
+    samples = [all_samples[1, 2, 0], all_samples[4, 4, 1]]
+    path = write_samples(samples, tmp_path / "new" / "folders" / "samples.jsonl")
+    path.write_text(path.read_text() + "\n")  # a blank line is skipped
+    assert read_samples(path) == samples
+    with pytest.raises(ThinkDiffError) as error:
+        read_samples(tmp_path / "none.jsonl")
+    assert str(error.value) == f"samples file not found: {tmp_path / 'none.jsonl'}; write it with `python -m evaluation cobsat samples`"
+    for line in ("not json", "{}", json.dumps({**samples[0].to_json(), "gt": 3})):
+        path.write_text(line + "\n")
+        with pytest.raises(ThinkDiffError, match=rf"^{path} is not a samples file written by `python -m evaluation cobsat samples` \("):
+            read_samples(path)
+
+
+LONG_ENTRY = {"x_list": [0] * 40, "theta_list": [10]}
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("not json", "not valid JSON"),
-    ("{}", "not a non-empty JSON list"),
-    ('[{"x_list": [1, 2]}]', "entry 0"),
-    ('[{"x_list": [0, 1, 2], "theta_list": [0, 1, 12]}]', "entry 0"),
+    ("not json", "not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+    ("{}", "not a non-empty JSON list"), ('{"x_list": [0]}', "not a non-empty JSON list"), ("[]", "not a non-empty JSON list"),
+    ('[{"x_list": [1, 2]}]', 'entry 0 is {"x_list": [1, 2]}'),
+    ('[{"x_list": [0, 1, 2], "theta_list": [0, 1, 12]}]', 'entry 0 is {"x_list": [0, 1, 2], "theta_list": [0, 1, 12]}'),
+    ('[{"x_list": [0], "theta_list": [0]}, {"x_list": [0, 10], "theta_list": [0]}]', 'entry 1 is {"x_list": [0, 10], "theta_list": [0]}'),
+    ('[{"x_list": [-1], "theta_list": [0]}]', 'entry 0 is {"x_list": [-1], "theta_list": [0]}'),
+    ('[{"x_list": [true], "theta_list": [0]}]', 'entry 0 is {"x_list": [true], "theta_list": [0]}'),
+    ('[{"x_list": ["1"], "theta_list": [0]}]', 'entry 0 is {"x_list": ["1"], "theta_list": [0]}'),
+    ('[{"x_list": [], "theta_list": [0]}]', 'entry 0 is {"x_list": [], "theta_list": [0]}'),
+    ('[{"x_list": [0], "theta_list": 0}]', 'entry 0 is {"x_list": [0], "theta_list": 0}'),
+    ('["x_list"]', 'entry 0 is "x_list"'),
+    (json.dumps([LONG_ENTRY]), f"entry 0 is {json.dumps(LONG_ENTRY)[:120]}"),  # cut at 120 characters
 ])
 def test_a_damaged_prompt_list_is_explained(tmp_path: Path, content: str, message: str):
     path = tmp_path / "prompts.json"
     path.write_text(content)
-    with pytest.raises(ThinkDiffError, match=message) as error:
+    with pytest.raises(ThinkDiffError) as error:
         read_prompt_list(path)
-    assert "prompts_list_default.json" in str(error.value)
+    assert str(error.value) == (f"{path} is not a CoBSAT prompt list: {message}. Use load_datasets/prompts_list_default.json from "
+                                "https://github.com/UW-Madison-Lee-Lab/CoBSAT unchanged (1000 entries of x_list/theta_list "
+                                "permutations of 0-9).")
+
+
+def test_an_entry_just_long_enough_is_used(tmp_path: Path):
+    """N shots need N + 1 x indices and N + 2 theta indices (theta_list[N + 1]), worked out by hand for Color-I, 2-shot:
+    theta = objects[3] = chair, xs = colours[0, 1, 2] = yellow, white, red."""
+    path = tmp_path / "short.json"
+    path.write_text(json.dumps([{"x_list": [0, 1, 2], "theta_list": [9, 9, 9, 3]}]))
+    assert build_samples(path, [1], [2], count=1) == [
+        Sample(1, 2, 0, ("yellow: ", "white: ", "red: "), ("color_chair/yellow_chair.jpg", "color_chair/white_chair.jpg"),
+               {"detail": "red", "obj": "chair"}, "0_chair_yellow_white_red")]
+    for entry in ({"x_list": [0, 1, 2], "theta_list": list(range(10))}, {"x_list": list(range(10)), "theta_list": [0, 1, 2, 3, 4]}):
+        path.write_text(json.dumps([entry]))
+        with pytest.raises(ThinkDiffError) as error:
+            build_samples(path, [1], [4], count=1)
+        assert str(error.value) == "prompt list entry 0 is too short for 4 shots (x_list needs 5 indices, theta_list 6)"
 
 
 def test_bad_selections_are_explained(tmp_path: Path, prompt_list: Path):
@@ -139,15 +209,33 @@ def test_bad_selections_are_explained(tmp_path: Path, prompt_list: Path):
     short.write_text(json.dumps([{"x_list": [0, 1, 2], "theta_list": [0, 1, 2, 3]}]))
     with pytest.raises(ThinkDiffError, match="too short for 4 shots"):
         build_samples(short, [1], [4], count=1)
-    with pytest.raises(ThinkDiffError, match="fewer than samples_per_task"):
+    with pytest.raises(ThinkDiffError) as error:
         build_samples(short, [1], [2], count=2)
+    assert str(error.value) == f"{short} has 1 entries, fewer than samples_per_task = 2"
+    with pytest.raises(ThinkDiffError) as error:
+        build_samples(tmp_path / "missing.json", [1], [2])
+    assert str(error.value) == (f"prompt list not found: {tmp_path / 'missing.json'}. Take load_datasets/prompts_list_default.json "
+                                "from a clone of https://github.com/UW-Madison-Lee-Lab/CoBSAT (it is not downloaded at run time).")
 
 
 def test_a_wrong_dataset_root_is_explained(all_samples, standin: Path, tmp_path: Path):
-    with pytest.raises(ThinkDiffError, match="dataset root not found"):
-        check_dataset_root(tmp_path / "nowhere", all_samples.values())
-    with pytest.raises(ThinkDiffError, match=f"use {standin}"):
-        check_dataset_root(standin.parent, all_samples.values())  # the folder above datasets/
+    def message(root: Path, samples) -> str:
+        with pytest.raises(ThinkDiffError) as error:
+            check_dataset_root(root, samples)
+        return str(error.value)
+
+    assert message(tmp_path / "nowhere", all_samples.values()) == (
+        f"dataset root not found: {tmp_path / 'nowhere'}. Unpack CoBSAT's datasets.zip (Hugging Face dataset yzeng58/CoBSAT) "
+        "and point [data] dataset_root at its datasets/ folder.")
+    assert message(standin.parent, [all_samples[1, 2, 0]]) == (  # the folder above datasets/
+        f"2 of 2 CoBSAT images are missing under {standin.parent}, e.g. color_car/blue_car.jpg, color_car/brown_car.jpg. "
+        f"It looks like the folder above it: use {standin}.")
+    (tmp_path / "above" / "datasets" / "color_bag").mkdir(parents=True)  # the first missing image's folder decides
+    above = message(tmp_path / "above", [all_samples[2, 2, 0]])  # color_bag/pink_bag.jpg, then color_ball/pink_ball.jpg
+    assert above.endswith(f"It looks like the folder above it: use {tmp_path / 'above' / 'datasets'}.")
     (tmp_path / "color_car").mkdir()
-    with pytest.raises(ThinkDiffError, match=r"missing under .*color_car/blue_car\.jpg"):
-        check_dataset_root(tmp_path, [all_samples[1, 2, 0]])
+    Image.new("RGB", (4, 4)).save(tmp_path / "color_car" / "pink_car.jpg")
+    # 4-shot entry 1: pink, yellow, white, red cars; three of the missing ones named, in sorted order.
+    assert message(tmp_path, [all_samples[1, 4, 1], all_samples[1, 2, 0]]) == (
+        f"5 of 6 CoBSAT images are missing under {tmp_path}, e.g. color_car/blue_car.jpg, color_car/brown_car.jpg, "
+        "color_car/red_car.jpg. The root must hold the folders {detail_space}_{object}/ (color_car/, style_dog/, ...).")

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from evaluation.__main__ import main
-from evaluation.cobsat.generate import fixed_batches, generate
+from evaluation.cobsat.generate import fixed_batches, generate, load_backend, manifest, write_outputs
 from evaluation.cobsat.judge import judge, read_rows, read_summary, scores_file
+from evaluation.cobsat.prompt import INSTRUCTION
 from evaluation.cobsat.protocol import TASKS
-from evaluation.cobsat.records import image_file, record_file
+from evaluation.cobsat.records import Generated, image_file, record_file
+from evaluation.cobsat.samples import Sample
 from evaluation.cobsat.selftest import near_chance, selftest
 from evaluation.cobsat.synthetic import PALETTE, SHAPES, RuleJudge, render, shape_of
+from tests.support.paths import REPO
 from thinkdiff.errors import ThinkDiffError
+from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
 
 
 def test_oracle_scores_one_and_random_scores_chance(tmp_path: Path, capsys):
@@ -70,9 +79,11 @@ def test_generate_resumes_and_keeps_its_settings(eval_config):
     generate(config)
     assert json.loads(record_file(images, lost).read_text())["seed"] == records[lost.save_name]["seed"]
     assert record_file(images, kept).stat().st_mtime_ns == kept_time
-    with pytest.raises(ThinkDiffError, match="other settings .*steps"):
+    with pytest.raises(ThinkDiffError) as error:
         record_file(images, lost).unlink()
         generate(eval_config('generate.backend="random"', "generate.batch_size=3", "generate.steps=4"))
+    assert str(error.value) == (f"{images} holds files made with other settings (steps differ): use another [run] output_dir or "
+                                "restore the settings of images/manifest.json")
 
 
 def test_batches_never_span_tasks_and_shards_split_them(eval_config):
@@ -123,3 +134,147 @@ def test_the_cli_runs_every_step(tmp_path: Path, prompt_list: Path, standin: Pat
     assert Image.open(tmp_path / "out" / "report" / "rules" / "cobsat.png").size == (1200, 720)
     assert main(["cobsat", "judge", *config, "--set", 'judge.model="llava"']) == 1
     assert "set [judge] folder" in capsys.readouterr().err
+
+
+class ScriptedBackend:
+    """A backend whose outputs are made from the sample's index: a grey noise picture (mode "L"), an answer with an
+    accent, index + 1 tokens; it keeps each call's (samples, seeds)."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def generate(self, samples, seeds):
+        self.calls.append(([s.key for s in samples], list(seeds)))
+        return [Generated(noise(s.index), f"réponse {s.index}", s.index + 1, 0.1234567) for s in samples]
+
+
+def noise(index: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(index).integers(0, 256, (16, 16), dtype=np.uint8), mode="L")
+
+
+class Clock:
+    """perf_counter for generate: each batch starts at 10 k and takes 1 s (a batch of three) or 0.6 s (of one)."""
+
+    def __init__(self) -> None:
+        self.values = iter([0.0, 1.0, 10.0, 10.6, 20.0, 21.0, 30.0, 30.6])
+
+    def perf_counter(self) -> float:
+        return next(self.values)
+
+
+def test_generate_writes_what_the_backend_returns(eval_config, monkeypatch, capsys):
+    """Batches of 3 consecutive entries per task, seeds 42 + index; per sample the JPEG (quality 95, RGB), the answer
+    (UTF-8) and a record with the batch's seconds per sample; the folder's settings in images/manifest.json; progress."""
+    import evaluation.cobsat.generate as generate_module
+
+    backend, loads, hook = ScriptedBackend(), [], object()
+    monkeypatch.setattr(generate_module, "load_backend", lambda *args: loads.append(args) or backend)
+    monkeypatch.setattr(generate_module, "time", Clock())
+    config = eval_config('generate.backend="oracle"', "generate.batch_size=3")
+    capsys.readouterr()
+    images = generate(config, hook)
+    assert loads == [(config, "cpu", hook)]  # device "auto": this process's (the CPU)
+    assert backend.calls == [([(2, 1, 0), (2, 1, 1), (2, 1, 2)], [42, 43, 44]), ([(2, 1, 3)], [45]),
+                             ([(2, 2, 0), (2, 2, 1), (2, 2, 2)], [42, 43, 44]), ([(2, 2, 3)], [45])]
+    for sample in config.samples():
+        record = json.loads(record_file(images, sample).read_text())
+        assert record == {"task": sample.task, "shot": 2, "index": sample.index, "save_name": sample.save_name,
+                          "seed": 42 + sample.index, "backend": "oracle", "gt": sample.gt, "vlm_text": f"réponse {sample.index}",
+                          "vlm_tokens": sample.index + 1, "seconds": 0.6 if sample.index == 3 else 0.3333, "vlm_seconds": 0.1235}
+        assert (images / "shot_2" / f"task_{sample.task}" / f"{sample.save_name}.txt").read_bytes() == f"réponse {sample.index}".encode()
+        reference = io.BytesIO()
+        noise(sample.index).convert("RGB").save(reference, format="JPEG", quality=95)
+        assert image_file(images, sample).read_bytes() == reference.getvalue()
+    assert json.loads((images / "manifest.json").read_text()) == {
+        "backend": "oracle", "seed": 42, "instruction": INSTRUCTION, "max_new_tokens": 128, "temperature": 0.6, "top_p": 0.9,
+        "min_pixels": REFERENCE_MIN_PIXELS, "max_pixels": REFERENCE_MAX_PIXELS, "width": 512, "height": 512, "steps": 28,
+        "guidance": 3.5}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[generate 1/1] 8 samples, 8 in this worker's batches, 8 to do (oracle)"
+    assert [line.split(" samples,")[0] for line in lines[1:]] == [f"[generate 1/1]: {n}/8" for n in (3, 4, 7, 8)]
+    assert all(float(line.split("samples/s, ")[1].split(" tokens/s")[0]) > 0 for line in lines[1:])  # the answers' tokens
+    # Everything made: nothing loaded, nothing written again.
+    generate(config, hook)
+    assert len(loads) == 1 and capsys.readouterr().out == "[generate 1/1] 8 samples, 8 in this worker's batches, 0 to do (oracle)\n"
+    # A device named in [diffusers] goes to the backend as it is.
+    monkeypatch.setattr(generate_module, "time", Clock())
+    other = eval_config('generate.backend="oracle"', "generate.batch_size=3", 'diffusers.device="cuda:1"',
+                        f"run.output_dir={json.dumps(str(config.output_dir.parent / 'other'))}")
+    generate(other)
+    assert loads[1][1:] == ("cuda:1", None)
+
+
+def test_the_manifest_holds_what_decides_the_images(eval_config):
+    """Besides the fixed generation settings: the model files' names and dtypes and the VLM batch size (diffusers),
+    the workflow's name and the model names (comfyui)."""
+    fixed = {"instruction": INSTRUCTION, "max_new_tokens": 128, "temperature": 0.6, "top_p": 0.9, "min_pixels": REFERENCE_MIN_PIXELS,
+             "max_pixels": REFERENCE_MAX_PIXELS, "width": 512, "height": 512, "steps": 28, "guidance": 3.5}
+    diffusers = eval_config('generate.backend="diffusers"', 'diffusers.vlm="/m/Qwen2-VL-7B-Instruct"', "generate.batch_size=5",
+                            'diffusers.aligner="/m/aligner.safetensors"', 'diffusers.flux="/m/FLUX.1-dev"', 'diffusers.flux_dtype="fp16"')
+    assert manifest(diffusers) == {"backend": "diffusers", "seed": 42, **fixed, "vlm": "Qwen2-VL-7B-Instruct",
+                                   "aligner": "aligner.safetensors", "flux": "FLUX.1-dev", "vlm_dtype": "bf16",
+                                   "flux_dtype": "fp16", "batch_size": 5}
+    comfyui = eval_config('generate.backend="comfyui"', 'comfyui.workflow="/w/mine.json"', 'comfyui.vlm="q.safetensors"',
+                          'comfyui.aligner="a"', 'comfyui.unet="u"', 'comfyui.clip_l="c"', 'comfyui.t5="t"', 'comfyui.vae="v"',
+                          "run.seed=7")
+    assert manifest(comfyui) == {"backend": "comfyui", "seed": 7, **fixed, "workflow": "mine.json", "vlm": "q.safetensors",
+                                 "aligner": "a", "unet": "u", "clip_l": "c", "t5": "t", "vae": "v"}
+    assert manifest(eval_config('generate.backend="random"')) == {"backend": "random", "seed": 42, **fixed}
+
+
+def test_each_backend_is_loaded_with_its_settings(eval_config, monkeypatch):
+    import evaluation.cobsat.comfyui_backend as comfyui_backend
+    import evaluation.cobsat.diffusers_backend as diffusers_backend
+
+    monkeypatch.setattr(diffusers_backend, "DiffusersBackend", lambda *args: ("diffusers", *args))
+    monkeypatch.setattr(comfyui_backend, "ComfyUIBackend", lambda *args: ("comfyui", *args))
+    hook = object()
+    config = eval_config('generate.backend="diffusers"')
+    assert load_backend(config, "cuda:2", hook) == ("diffusers", config, "cuda:2")
+    config = eval_config('generate.backend="comfyui"')
+    assert load_backend(config, "cuda:2", hook) == ("comfyui", config, hook)
+    assert [load_backend(eval_config(f'generate.backend="{name}"'), "cpu").oracle for name in ("oracle", "random")] == [True, False]
+
+
+def test_answers_are_utf_8_whatever_the_locale(tmp_path: Path):
+    """Under a C locale without UTF-8 mode (ASCII), a VLM answer with an accent is still written (in UTF-8)."""
+    code = ("import sys; from pathlib import Path; from PIL import Image; from evaluation.cobsat.generate import write_outputs; "
+            "from evaluation.cobsat.records import Generated; from evaluation.cobsat.samples import Sample; "
+            "sample = Sample(1, 2, 0, (), (), {'detail': 'red', 'obj': 'car'}, 'x'); "
+            "write_outputs(Path(sys.argv[1]), sample, 42, Generated(Image.new('RGB', (4, 4)), 'r' + chr(233) + 'ponse'), 0.5, 'oracle')")
+    environment = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], cwd=REPO, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "c" / "shot_2" / "task_1" / "x.txt").read_bytes() == "réponse".encode()
+    sample = Sample(1, 2, 0, (), (), {"detail": "red", "obj": "car"}, "x")  # in this process too, for mutation testing
+    write_outputs(tmp_path / "here", sample, 42, Generated(Image.new("RGB", (4, 4)), "réponse"), 0.5, "oracle")
+    assert (tmp_path / "here" / "shot_2" / "task_1" / "x.txt").read_bytes() == "réponse".encode()
+
+
+@pytest.mark.parametrize("backend", ["diffusers", "comfyui"])
+def test_the_model_backends_check_the_dataset_first(eval_config, tmp_path: Path, monkeypatch, backend: str):
+    """The backends that read CoBSAT's demo images check the dataset root before loading anything; the drawing ones
+    (oracle, random) do not read it."""
+    import evaluation.cobsat.generate as generate_module
+
+    loads = []
+    monkeypatch.setattr(generate_module, "load_backend", lambda *args: loads.append(args) or ScriptedBackend())
+    nowhere = f"data.dataset_root={json.dumps(str(tmp_path / 'nowhere'))}"
+    with pytest.raises(ThinkDiffError, match=f"^dataset root not found: {tmp_path / 'nowhere'}"):
+        generate(eval_config(f'generate.backend="{backend}"', nowhere))
+    assert loads == []
+    generate(eval_config(f'generate.backend="{backend}"'))  # the stand-in has every image
+    generate(eval_config('generate.backend="oracle"', nowhere, f"run.output_dir={json.dumps(str(tmp_path / 'drawn'))}"))
+    assert len(loads) == 2
+
+
+def test_a_backend_must_return_one_result_per_sample(eval_config, monkeypatch):
+    import evaluation.cobsat.generate as generate_module
+
+    class OneShort(ScriptedBackend):
+        def generate(self, samples, seeds):
+            return super().generate(samples, seeds)[:-1]
+
+    monkeypatch.setattr(generate_module, "load_backend", lambda *args: OneShort())
+    with pytest.raises(ValueError, match="zip"):
+        generate(eval_config('generate.backend="oracle"', "generate.batch_size=3"))
