@@ -13,6 +13,7 @@ from PIL import Image
 from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
 from tests.support.paths import REPO
+from tests.support.tiny_models import BITSANDBYTES_ON_CPU
 from thinkdiff import vlm
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import REFERENCE_MIN_PIXELS, fit_to_pixel_budget
@@ -419,3 +420,33 @@ def test_a_config_is_read_as_utf_8_whatever_the_locale(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=environment, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == ascii("modèle")
+
+
+@pytest.mark.parametrize(("weights", "layer", "compute"), [("bnb_8bit", "Linear8bitLt", torch.float32),
+                                                           ("bnb_nf4", "Linear4bit", torch.bfloat16)])
+def test_a_bitsandbytes_format_loads_its_quantized_layers_on_the_cpu(tiny_vlm_folder, weights, layer, compute):
+    if not BITSANDBYTES_ON_CPU:
+        pytest.skip("transformers 4.x runs bitsandbytes on GPUs only")
+    encoder = QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=compute, weights=weights)
+    kinds = {type(module).__name__ for module in encoder.model.modules()}
+    assert layer in kinds and encoder.weights == weights and encoder.model.dtype == compute
+    quantization = encoder.model.config.quantization_config
+    assert (quantization.load_in_8bit, quantization.load_in_4bit) == (weights == "bnb_8bit", weights == "bnb_nf4")
+    assert {p.device.type for p in encoder.model.parameters()} == {"cpu"}
+
+
+def test_the_precision_attention_and_format_asked_for_are_the_ones_loaded(tiny_vlm_folder):
+    encoder = QwenVLEncoder.from_folder(tiny_vlm_folder, dtype=torch.bfloat16, attn_implementation="eager", weights="fp8_e4m3fn")
+    assert encoder.model.config._attn_implementation == "eager" and encoder.weights == "fp8_e4m3fn"
+    assert encoder.model.lm_head.weight.dtype == torch.float8_e4m3fn  # stored in fp8
+    assert {p.dtype for name, p in encoder.model.named_parameters() if "norm" in name} == {torch.bfloat16}  # the rest: bf16
+
+
+def test_a_config_whose_image_token_the_tokenizer_does_not_know_names_the_folder(tmp_path, tiny_vlm_folder):
+    folder = tmp_path / "mismatched"
+    shutil.copytree(tiny_vlm_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["image_token_id"] = 5
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ThinkDiffError, match=rf"^the tokenizer in {folder} does not know Qwen2-VL's image token"):
+        QwenVLEncoder.from_folder(folder, dtype=torch.float32)
