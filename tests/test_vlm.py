@@ -433,6 +433,8 @@ def test_a_bitsandbytes_format_loads_its_quantized_layers_on_the_cpu(tiny_vlm_fo
     quantization = encoder.model.config.quantization_config
     assert (quantization.load_in_8bit, quantization.load_in_4bit) == (weights == "bnb_8bit", weights == "bnb_nf4")
     assert {p.device.type for p in encoder.model.parameters()} == {"cpu"}
+    if weights == "bnb_nf4":  # computes in the precision asked for
+        assert {m.compute_dtype for m in encoder.model.modules() if type(m).__name__ == "Linear4bit"} == {compute}
 
 
 def test_the_precision_attention_and_format_asked_for_are_the_ones_loaded(tiny_vlm_folder):
