@@ -6,7 +6,8 @@
 #   bash scripts/mutation.sh                  # run everything (resumes where a previous run stopped), then the scores
 #   bash scripts/mutation.sh "thinkdiff.*"    # only these mutants (mutmut's name patterns), e.g. "nodes.text_encoding.*"
 #   bash scripts/mutation.sh vllm [PATTERN]   # training/vllm_stage_a.py in .dev/venv-vllm, from a copy in .dev/mutation-vllm
-#   bash scripts/mutation.sh report           # the scores per module of both runs so far (scripts/mutation_report.py)
+#   bash scripts/mutation.sh report           # the scores per module of every run so far, narrowed ones included (a
+#                                             # module's newest results; scripts/mutation_report.py)
 #   bash scripts/mutation.sh narrow "thinkdiff/sampling.py ..." "tests/test_sampling.py ..." [MUTMUT RUN OPTIONS]
 #                                             # only those modules against only those tests (minutes, not hours), from a
 #                                             # copy in .dev/mutation-narrow (or $MUTATION_COPY, for runs side by side,
@@ -75,4 +76,6 @@ open(path, "w").write(text)' "$COPY/pyproject.toml" "$2" "$3"
     ;;
 esac
 mutmut_in "$DEV/venv" "$DEV/venv-mutmut"
-exec "$DEV/venv-mutmut/bin/python" "$HERE/scripts/mutation_report.py" "$HERE/mutants" "$DEV/mutation-vllm/mutants"
+# The whole run, the vLLM run and every narrowed copy's, oldest first: a module's newest results count.
+mapfile -t RUNS < <(ls -dtr "$HERE/mutants" "$DEV"/mutation-*/mutants 2>/dev/null)
+exec "$DEV/venv-mutmut/bin/python" "$HERE/scripts/mutation_report.py" "${RUNS[@]}"
