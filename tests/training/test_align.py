@@ -269,8 +269,9 @@ def test_steps_whose_samples_are_all_skipped_still_step_together(run_config, t5_
     run = train(config)
     with (run / "metrics.csv").open() as f:
         assert [(r["loss"], r["samples"], r["skipped"]) for r in csv.DictReader(f)] == [("nan", "0", "2"), ("nan", "0", "4")]
+    t5 = frozen_t5_from_config(config)  # loaded first, as the trainer does (transformers 4.x draws from the RNG there)
     torch.manual_seed(config.run.seed)  # the aligner's init: the run seed, then the reference init
-    start = build_aligner("lvlm", FEATURE_WIDTH, frozen_t5_from_config(config)).state_dict()
+    start = build_aligner("lvlm", FEATURE_WIDTH, t5).state_dict()
     weights, _ = read_checkpoint(run / "checkpoints" / "step-00000002")
     decay = (1 - 1e-3 * 0.05) ** 2  # lr 1e-3, weight decay 0.05, two steps
     for key, value in start.items():
