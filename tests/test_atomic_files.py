@@ -2,12 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.support.paths import REPO
+from tests.support.ascii_locale import python_in_ascii_locale
 from thinkdiff.atomic_files import write_atomically, write_text_atomically
 from thinkdiff.manifest import read_manifest
 
@@ -37,8 +35,6 @@ def test_text_is_utf_8_whatever_the_locale(tmp_path):
             "from thinkdiff.manifest import read_manifest; folder = Path(sys.argv[1]); settings = read_manifest(folder); "
             "settings['instruction'] += chr(252); (folder / 'out').mkdir(); "  # an ASCII command line
             "write_text_atomically(folder / 'out' / 'manifest.json', json.dumps(settings, ensure_ascii=False))")
-    environment = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=environment, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    python_in_ascii_locale(code, str(tmp_path))
     assert (tmp_path / "out" / "manifest.json").read_bytes() == '{"instruction": "Décris l’imageü"}'.encode()
     assert read_manifest(tmp_path / "out") == {"instruction": "Décris l’imageü"}

@@ -4,15 +4,12 @@ own (the training and evaluation configs are tested in tests/training and tests/
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from tests.support.paths import REPO
+from tests.support.ascii_locale import python_in_ascii_locale
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.run_config import ConfigFile, load_sections
 
@@ -105,7 +102,4 @@ def test_a_file_is_read_as_utf_8_whatever_the_locale(tmp_path):
     assert load_sections(Settings, tmp_path / "run.toml").data.name == "Décris l’image"
     code = ("import sys; from thinkdiff.run_config import read_tables; "
             "print(ascii(read_tables(sys.argv[1])[0]['data']['name']))")
-    environment = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run.toml")], cwd=REPO, env=environment,
-                         capture_output=True, text=True, check=True).stdout
-    assert out.strip() == ascii("Décris l’image")
+    assert python_in_ascii_locale(code, str(tmp_path / "run.toml")).strip() == ascii("Décris l’image")

@@ -1,10 +1,7 @@
 """ThinkDiff-LVLM features: hidden-state semantics, sampling, callbacks, batching and bad model folders."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +9,7 @@ import torch
 from PIL import Image
 from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
 
-from tests.support.paths import REPO
+from tests.support.ascii_locale import python_in_ascii_locale
 from tests.support.tiny_models import BITSANDBYTES_ON_CPU
 from thinkdiff import vlm
 from thinkdiff.errors import ThinkDiffError
@@ -416,10 +413,7 @@ def test_a_config_is_read_as_utf_8_whatever_the_locale(tmp_path):
     assert vlm._read_config(tmp_path)["note"] == "modèle"
     code = ("import sys; from pathlib import Path; from thinkdiff.vlm import _read_config; "
             "print(ascii(_read_config(Path(sys.argv[1]))['note']))")
-    environment = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=environment, capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == ascii("modèle")
+    assert python_in_ascii_locale(code, str(tmp_path)).strip() == ascii("modèle")
 
 
 @pytest.mark.parametrize(("weights", "layer", "compute"), [("bnb_8bit", "Linear8bitLt", torch.float32),

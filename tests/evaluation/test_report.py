@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -16,7 +13,7 @@ from evaluation.cobsat.paper import PAPER, PAPER_ROW
 from evaluation.cobsat.protocol import TASKS
 from evaluation.cobsat.report import DELTA_ROW, chart, markdown, report, tables, write_csv
 from evaluation.cobsat.report import chart as chart_file
-from tests.support.paths import REPO
+from tests.support.ascii_locale import python_in_ascii_locale
 
 # The paper's ThinkDiff-LVLM row, so this run's difference to it is 0; 6-shot has no paper numbers.
 OURS = {2: {t: v for t, v in PAPER[2][PAPER_ROW].items()}, 4: {t: round(v + 0.01, 3) for t, v in PAPER[4][PAPER_ROW].items()},
@@ -157,9 +154,7 @@ def test_report_files_are_utf_8_whatever_the_locale(tmp_path: Path):
     write_summary(summary_rows(), scores / "summary.csv")
     code = ("import sys; from evaluation.cobsat.config import load_config; from evaluation.cobsat.report import report; "
             "report(load_config(None, ['run.output_dir=\"' + sys.argv[1] + '\"', 'judge.model=\"rules\"']))")
-    environment = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=environment, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    python_in_ascii_locale(code, str(tmp_path))
     folder = tmp_path / "report" / "rules"
     assert "| Δ vs paper | +0.000 |" in (folder / "cobsat.md").read_bytes().decode("utf-8")
     assert "2,Δ vs paper,1,Color-I,0.0000" in (folder / "cobsat.csv").read_bytes().decode("utf-8")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ from evaluation.cobsat.records import Generated, image_file, record_file
 from evaluation.cobsat.samples import Sample
 from evaluation.cobsat.selftest import near_chance, selftest
 from evaluation.cobsat.synthetic import PALETTE, SHAPES, RuleJudge, render, shape_of
-from tests.support.paths import REPO
+from tests.support.ascii_locale import python_in_ascii_locale
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.images import REFERENCE_MAX_PIXELS, REFERENCE_MIN_PIXELS
 
@@ -242,9 +239,7 @@ def test_answers_are_utf_8_whatever_the_locale(tmp_path: Path):
             "from evaluation.cobsat.records import Generated; from evaluation.cobsat.samples import Sample; "
             "sample = Sample(1, 2, 0, (), (), {'detail': 'red', 'obj': 'car'}, 'x'); "
             "write_outputs(Path(sys.argv[1]), sample, 42, Generated(Image.new('RGB', (4, 4)), 'r' + chr(233) + 'ponse'), 0.5, 'oracle')")
-    environment = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], cwd=REPO, env=environment, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    python_in_ascii_locale(code, str(tmp_path / "c"))
     assert (tmp_path / "c" / "shot_2" / "task_1" / "x.txt").read_bytes() == "réponse".encode()
     sample = Sample(1, 2, 0, (), (), {"detail": "red", "obj": "car"}, "x")  # in this process too, for mutation testing
     write_outputs(tmp_path / "here", sample, 42, Generated(Image.new("RGB", (4, 4)), "réponse"), 0.5, "oracle")
