@@ -3,6 +3,7 @@
 import json
 import pickle
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2VisionModel, CLIPVisionConfig
 
 from tests.support.tiny_models import TINY_VISION_TOWER, make_aligner, make_vision, tiny_vision_config, trained_looking
+from tests.support.torch_files import Gadget
 from thinkdiff import vision_extract
 from thinkdiff.__main__ import main as cli
 from thinkdiff.errors import ThinkDiffError
@@ -173,23 +175,14 @@ def test_extraction_from_one_unsharded_file_stores_fp16_with_the_grid_and_source
     assert_same_tokens(target, blip2)
 
 
-class Payload:
-    """Records that it was unpickled: ``weights_only=False`` would build it."""
-
-    def __reduce__(self):
-        return (UNPICKLED.append, ("ran",))
-
-
-UNPICKLED: list[str] = []
-
-
 def test_extraction_never_unpickles_anything_but_tensors(tmp_path, blip2):
     save_bin(blip2, tmp_path / "blip2")
     state = torch.load(tmp_path / "blip2" / "pytorch_model.bin", weights_only=True)
-    torch.save({**state, "vision_model.payload": Payload()}, tmp_path / "blip2" / "pytorch_model.bin")
+    marker = tmp_path / "unpickled"  # what building the object would create
+    torch.save({**state, "vision_model.payload": Gadget(Path.touch, marker)}, tmp_path / "blip2" / "pytorch_model.bin")
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         extract_blip2_vision(tmp_path / "blip2", tmp_path / "vision.safetensors")
-    assert UNPICKLED == []
+    assert not marker.exists()
 
 
 def test_a_folder_without_vision_weights_or_with_other_widths_is_refused(tmp_path, blip2):
