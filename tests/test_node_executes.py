@@ -1,0 +1,397 @@
+"""The nodes' ``execute`` without an executor: each node of ``nodes/`` called as ComfyUI calls it, on real tiny models
+(aligner, vision tower, Qwen2-VL) under ComfyUI's ModelPatcher, with stand-in CLIPs that encode each token to a known
+vector. The values are worked out independently here (the aligner's formula, the token layout each family's text
+encoder gives); tests/test_comfyui.py and tests/test_t5_models.py check the same nodes end to end in a real server with
+ComfyUI's own CLIPs."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from tests.support.comfy_pack import pack
+from tests.support.paths import COMFYUI_VERSION
+from tests.support.tiny_models import make_aligner, make_vision
+from thinkdiff.aligner_files import load_aligner_weights
+from thinkdiff.images import as_pil_list
+from thinkdiff.sampling_options import SamplingOptions
+from thinkdiff.t5_families import FAMILIES
+from thinkdiff.vlm import VLMRequest
+
+pytestmark = pytest.mark.comfyui
+CPU = torch.device("cpu")
+END, PAD = 1, 0  # T5's end and pad ids, as ComfyUI's T5 tokenizers give them
+POOLED = torch.tensor([[0.5, -1.0, 2.0]])
+
+
+def token_vector(token: int, width: int) -> torch.Tensor:
+    """A stand-in encoder's state for ``token``: distinct per token and per channel."""
+    return torch.arange(width, dtype=torch.float32) / 7 + token
+
+
+def t5_tokens(text: str, min_length: int = 0) -> list[tuple[int, float]]:
+    """Words as ids 100, 101, ...; the end token; padding to ``min_length`` (as ComfyUI's T5 tokenizers)."""
+    tokens = [(100 + n, 1.0) for n, _ in enumerate(text.split())] + [(END, 1.0)]
+    return tokens + [(PAD, 1.0)] * (min_length - len(tokens))
+
+
+class FluxClip:
+    """Tokenizes like Flux's CLIP (``l`` and ``t5xxl`` parts, T5 padded to 4 here); ``encode_from_tokens`` gives each T5
+    token's :func:`token_vector`, and a pooled vector that is the CLIP-L part's length."""
+
+    def __init__(self, width: int, parts: tuple[str, ...] = ("l", "t5xxl")) -> None:
+        self.width, self.parts, self.encoded = width, parts, []
+
+    def tokenize(self, text: str) -> dict[str, list]:
+        return {part: [t5_tokens(text, 4)] for part in self.parts}
+
+    def encode_from_tokens(self, tokens, return_pooled=False):
+        self.encoded.append(tokens)
+        cond = torch.stack([token_vector(token, self.width) for token, _ in tokens["t5xxl"][0]])[None]
+        return cond, POOLED * len(tokens.get("l", [[]])[0])
+
+
+def aligner_formula(state: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
+    """Linear -> GELU (erf) -> Linear -> T5 RMSNorm (eps 1e-6), in fp32: [1, tokens, out]."""
+    hidden = F.gelu(features.float() @ state["in_proj.weight"].T + state["in_proj.bias"])
+    out = hidden @ state["out_proj.weight"].T + state["out_proj.bias"]
+    return (state["norm.weight"] * out * torch.rsqrt(out.pow(2).mean(-1, keepdim=True) + 1e-6))[None]
+
+
+@pytest.fixture
+def model_folder(monkeypatch, tmp_path: Path):
+    """``ComfyUI/models/<folder>`` at ``tmp_path/<folder>`` for this test only."""
+    folder_paths = pack().comfy_models.folder_paths
+
+    def use(folder: str) -> Path:
+        path = tmp_path / folder
+        path.mkdir(exist_ok=True)
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, folder, ([str(path)], {".safetensors"}))
+        return path
+
+    return use
+
+
+@pytest.fixture
+def aligner_file(model_folder) -> Path:
+    return make_aligner(model_folder("thinkdiff") / "tiny_lvlm.safetensors", in_dim=6, hidden_dim=10, out_dim=5, seed=3)
+
+
+@pytest.fixture
+def aligner(aligner_file: Path):
+    return pack().conditioning_nodes.ThinkDiffAlignerLoader.execute(aligner_file.name)[0]
+
+
+def features(tokens: int = 3, width: int = 6, dtype: torch.dtype = torch.float32):
+    torch.manual_seed(tokens)
+    return pack().vlm.VLMOutput(torch.randn(tokens, width).to(dtype), torch.arange(tokens), "an answer")
+
+
+def test_the_aligner_loader_hands_comfyui_the_files_aligner_in_fp32_cast_layers(aligner, aligner_file: Path):
+    weights = load_aligner_weights(aligner_file)
+    assert aligner.model.description == "tiny_lvlm.safetensors (lvlm aligner 6 -> 10 -> 5)"
+    assert aligner.load_device == pack().comfy_models.mm.get_torch_device() and aligner.size == sum(
+        t.numel() * 4 for t in weights.state.values())
+    state = aligner.model.state_dict()
+    assert state.keys() == weights.state.keys() and all(torch.equal(state[k], weights.state[k].float()) for k in state)
+    assert {p.dtype for p in aligner.model.parameters()} == {torch.float32}
+    assert isinstance(aligner.model.in_proj, pack().conditioning_nodes.comfy.ops.manual_cast.Linear)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_flux_conditioning_without_a_clip_is_the_aligned_features_and_a_zero_pooled_vector(aligner, aligner_file, dtype):
+    answer = features(dtype=dtype)
+    (cond, extras), = pack().conditioning_nodes.ThinkDiffFluxConditioning.execute(answer, aligner, 2.5, "  \n", 128)[0]
+    torch.testing.assert_close(cond, aligner_formula(load_aligner_weights(aligner_file).state, answer.features))
+    assert cond.dtype == torch.float32 and extras["guidance"] == 2.5
+    assert torch.equal(extras["pooled_output"], torch.zeros(1, 768)) and extras.keys() == {"pooled_output", "guidance"}
+
+
+def test_flux_conditioning_with_a_clip_takes_clip_ls_pooled_vector_of_the_empty_prompt(aligner, aligner_file):
+    clip, answer = FluxClip(width=5), features()
+    (cond, extras), = pack().conditioning_nodes.ThinkDiffFluxConditioning.execute(answer, aligner, 3.5, "", 128, clip)[0]
+    torch.testing.assert_close(cond, aligner_formula(load_aligner_weights(aligner_file).state, answer.features))
+    assert torch.equal(extras["pooled_output"], POOLED * 4) and extras["guidance"] == 3.5
+    assert clip.encoded == [{"l": [t5_tokens("", 4)], "t5xxl": [[(END, 1.0)]]}]  # the empty prompt; T5 cut to its end
+
+
+def test_flux_conditioning_with_text_appends_its_t5_tokens_after_the_aligned_ones(aligner, aligner_file):
+    clip, answer = FluxClip(width=5), features(tokens=2)
+    (cond, extras), = pack().conditioning_nodes.ThinkDiffFluxConditioning.execute(answer, aligner, 1.0, "a red car", 6,
+                                                                                   clip)[0]
+    text = torch.stack([token_vector(t, 5) for t in (100, 101, 102, END, PAD, PAD)])[None]
+    expected = torch.cat([aligner_formula(load_aligner_weights(aligner_file).state, answer.features), text], dim=1)
+    torch.testing.assert_close(cond, expected)
+    assert torch.equal(extras["pooled_output"], POOLED * 4) and extras["guidance"] == 1.0
+
+
+def test_flux_conditioning_refuses_text_without_a_clip_and_a_t5_of_another_width(aligner):
+    errors = pack().errors
+    with pytest.raises(errors.ThinkDiffError, match="text is set but no CLIP is connected: connect the Flux DualCLIPLoader"):
+        pack().conditioning_nodes.ThinkDiffFluxConditioning.execute(features(), aligner, 3.5, "a car", 128)
+    for text in ("", "a car"):
+        with pytest.raises(errors.ThinkDiffError, match="outputs 5-wide tokens but the connected T5 is 7 wide"):
+            pack().conditioning_nodes.ThinkDiffFluxConditioning.execute(features(), aligner, 3.5, text, 8, FluxClip(7))
+
+
+def with_node_id(node: type, node_id: str | None) -> type:
+    """The node class as the executor runs it: a subclass whose hidden inputs hold its id."""
+    hidden = pack().vlm_nodes.io.HiddenHolder.from_dict({pack().vlm_nodes.io.Hidden.unique_id: node_id})
+    return type(node.__name__, (node,), {"hidden": hidden})
+
+
+@pytest.fixture
+def progress(monkeypatch) -> list[tuple]:
+    """Every progress update ComfyUI's bars send: (value, total, node id)."""
+    utils = pack().vlm_nodes.comfy.utils
+    updates: list[tuple] = []
+    monkeypatch.setattr(utils, "PROGRESS_BAR_HOOK", lambda value, total, preview, node_id=None: updates.append(
+        (value, total, node_id)))
+    return updates
+
+
+@pytest.fixture
+def interrupt_checks(monkeypatch) -> list[int]:
+    """Counts ComfyUI's Cancel checks."""
+    calls: list[int] = []
+    monkeypatch.setattr(pack().vlm_nodes.mm, "throw_exception_if_processing_interrupted", lambda: calls.append(1))
+    return calls
+
+
+@pytest.fixture
+def vision(model_folder):
+    path = make_vision(model_folder("thinkdiff") / "tiny_vision.safetensors")
+    return pack().clip_nodes.ThinkDiffVisionLoader.execute(path.name, "fp32", "cpu")[0]
+
+
+def test_the_vision_loader_hands_comfyui_the_tower_in_the_dtype_and_on_the_device_asked(model_folder, monkeypatch):
+    path = make_vision(model_folder("thinkdiff") / "tiny_vision.safetensors")
+    loader = pack().clip_nodes.ThinkDiffVisionLoader
+    patcher = loader.execute(path.name, "fp16", "cpu")[0]
+    assert patcher.load_device == CPU and {p.dtype for p in patcher.model.parameters()} == {torch.float16}
+    assert patcher.size == sum(p.numel() * 2 for p in patcher.model.parameters()) + sum(
+        b.numel() * b.element_size() for b in patcher.model.buffers())
+    monkeypatch.setattr(pack().comfy_models.mm, "get_torch_device", lambda: torch.device("meta"))
+    assert loader.execute(path.name, "fp32", "default")[0].load_device == torch.device("meta")
+
+
+def test_image_encode_gives_each_images_tokens_in_order_in_chunks_of_eight(vision, progress, interrupt_checks):
+    torch.manual_seed(0)
+    images = torch.rand(10, 32, 40, 3)
+    tokens = with_node_id(pack().clip_nodes.ThinkDiffImageEncode, "9").execute(vision, images)[0]
+    pictures = [Image.fromarray((image.numpy() * 255).round().astype("uint8")) for image in images]
+    expected = torch.cat([vision.model.encode([picture]) for picture in pictures])
+    assert tokens.shape == (10, 65, 48) and tokens.dtype == torch.float32 and tokens.device == CPU
+    torch.testing.assert_close(tokens, expected, rtol=1e-4, atol=1e-4)
+    assert progress == [(8, 10, "9"), (10, 10, "9")] and len(interrupt_checks) == 2
+
+
+@pytest.fixture
+def clip_aligner(model_folder) -> tuple:
+    path = make_aligner(model_folder("thinkdiff") / "tiny_clip.safetensors", in_dim=6, hidden_dim=8, out_dim=5, seed=4,
+                        variant="clip")
+    return pack().conditioning_nodes.ThinkDiffAlignerLoader.execute(path.name)[0], load_aligner_weights(path).state
+
+
+def image_tokens(images: int, tokens: int = 4) -> torch.Tensor:
+    torch.manual_seed(images)
+    return torch.randn(images, tokens, 6)
+
+
+def text_states(text: str, length: int, width: int = 5) -> torch.Tensor:
+    """The stand-in T5's states of ``text`` cut or padded to ``length`` tokens, keeping the end token."""
+    ids = [100 + n for n, _ in enumerate(text.split())][:length - 1] + [END]
+    return torch.stack([token_vector(t, width) for t in ids + [PAD] * (length - len(ids))])[None]
+
+
+def test_clip_flux_conditioning_is_the_aligned_image_tokens_then_the_text(clip_aligner):
+    aligner, state = clip_aligner
+    tokens = image_tokens(2)
+    (cond, extras), = pack().clip_nodes.ThinkDiffCLIPFluxConditioning.execute(tokens, aligner, FluxClip(5), "a dog", 3.0,
+                                                                              3)[0]
+    expected = torch.cat([aligner_formula(state, tokens.reshape(8, 6)), text_states("a dog", 3)], dim=1)
+    torch.testing.assert_close(cond, expected)
+    assert torch.equal(extras["pooled_output"], POOLED * 4) and extras["guidance"] == 3.0
+
+
+@pytest.mark.parametrize("node", ["ThinkDiffCogVideoXConditioning", "ThinkDiffCogVideoXWrapperEmbeds"])
+def test_cogvideox_embeds_are_aligned_images_then_text_to_the_total_and_a_negative_of_that_length(clip_aligner, node,
+                                                                                                   monkeypatch):
+    aligner, state = clip_aligner
+    monkeypatch.setattr(pack().clip_nodes, "native_cogvideox_available", lambda: True)  # ComfyUI 0.3.75 has none
+    tokens = image_tokens(1, tokens=4)
+    positive, negative = getattr(pack().clip_nodes, node).execute(tokens, aligner, FluxClip(5, ("t5xxl",)), "a b c d e f g",
+                                                                   "blurry", 10)
+    if node == "ThinkDiffCogVideoXConditioning":
+        assert positive[0][1] == {} and negative[0][1] == {} and len(positive) == len(negative) == 1
+        positive, negative = positive[0][0], negative[0][0]
+    expected = torch.cat([aligner_formula(state, tokens[0]), text_states("a b c d e f g", 6)], dim=1)
+    torch.testing.assert_close(positive, expected)
+    torch.testing.assert_close(negative, text_states("blurry", 10))
+
+
+def test_cogvideox_needs_room_for_text_and_a_native_cogvideox(clip_aligner, monkeypatch):
+    aligner, _ = clip_aligner
+    nodes, clip = pack().clip_nodes, FluxClip(5, ("t5xxl",))
+    assert nodes.native_cogvideox_available() == (COMFYUI_VERSION != "0.3.75")  # 0.33 has comfy/ldm/cogvideo
+    one_left = nodes.ThinkDiffCogVideoXWrapperEmbeds.execute(image_tokens(1, 9), aligner, clip, "a b", "", 10)
+    torch.testing.assert_close(one_left[0][:, 9:], text_states("", 1))  # the end token alone
+    with pytest.raises(pack().errors.ThinkDiffError, match=r"^2 image\(s\) give 10 tokens, leaving no room for text in 10: "
+                                                           r"use fewer images \(CogVideoX reads 226 tokens\)\.$"):
+        nodes.ThinkDiffCogVideoXWrapperEmbeds.execute(image_tokens(2, 5), aligner, clip, "a", "", 10)
+    monkeypatch.setattr(nodes, "native_cogvideox_available", lambda: False)
+    with pytest.raises(pack().errors.ThinkDiffError, match="no native CogVideoX .*/kijai/ComfyUI-CogVideoXWrapper"):
+        nodes.ThinkDiffCogVideoXConditioning.execute(image_tokens(1), aligner, clip, "a", "", 10)
+
+
+class T5FamilyClip:
+    """A stand-in for ComfyUI's CLIP of one T5 family: its tokenizer's class name is the family's key; it pads T5 to the
+    ``t5xxl_min_length`` it is given; its encoding is SD3's 77 CLIP-L/G tokens (zeros) before the T5 part, or the T5 part
+    alone, with ``attention_mask`` over the T5 part for masked families (1 for each token, 0 for padding)."""
+
+    def __init__(self, tokenizer: str, width: int = 5, t5_loaded: bool = True) -> None:
+        self.tokenizer = type(tokenizer, (), {})()
+        self.cond_stage_model = type("Model", (), {"t5xxl": object() if t5_loaded else None})()
+        self.width, self.options = width, []
+
+    def tokenize(self, text: str, tokenizer_options: dict) -> dict[str, list]:
+        self.options.append(tokenizer_options)
+        return {"t5xxl": [t5_tokens(text, tokenizer_options["t5xxl_min_length"])]}
+
+    def encode_from_tokens_scheduled(self, tokens: dict[str, list]) -> list[list]:
+        t5 = [token for token, _ in tokens["t5xxl"][0]]
+        states = torch.stack([token_vector(token, self.width) for token in t5])[None]
+        if type(self.tokenizer).__name__ == "SD3Tokenizer":
+            states = torch.cat([torch.zeros(1, 77, self.width), states], dim=1)
+        extras = {"pooled_output": POOLED}
+        if FAMILIES[type(self.tokenizer).__name__].masked:
+            extras["attention_mask"] = torch.tensor([[float(token != PAD) for token in t5]])
+        return [[states, extras]]
+
+
+@pytest.mark.parametrize(("family", "text", "answer_tokens", "asked", "text_length"), [
+    ("LTXVT5Tokenizer", "a red car", 3, 125, 125),  # the text fills LTX-Video's 128 tokens after the 3 aligned ones
+    ("LTXVT5Tokenizer", "", 3, 125, 125),  # no text: the empty prompt's end token and padding fill them
+    ("LTXVT5Tokenizer", "", 130, 1, 0),  # the aligned tokens reach the minimum: no text part at all
+    ("LTXVT5Tokenizer", "a red car", 130, 1, 4),  # past the minimum, the text is its own tokens and end token
+    ("SD3Tokenizer", "a dog", 2, 75, 75),  # SD3's CLIP-L/G part stays in front of the T5 part
+    ("PixArtTokenizer", "", 2, 1, 0),
+    ("CogVideoXTokenizer", "a", 226, 1, 2),
+])
+def test_t5_model_conditioning_puts_the_aligned_answer_at_the_start_of_the_t5_part(aligner, aligner_file, family, text,
+                                                                                    answer_tokens, asked, text_length):
+    """``asked``: the minimum T5 length the CLIP's tokenizer is given (ComfyUI's tokenizers take at least 1)."""
+    clip, answer = T5FamilyClip(family), features(tokens=answer_tokens)
+    (cond, extras), = pack().t5_nodes.ThinkDiffT5Conditioning.execute(answer, aligner, clip, text)[0]
+    aligned = aligner_formula(load_aligner_weights(aligner_file).state, answer.features)
+    prefix = torch.zeros(1, 77 if family == "SD3Tokenizer" else 0, 5)
+    torch.testing.assert_close(cond, torch.cat([prefix, aligned, text_states(text, text_length)[:, :text_length]], dim=1))
+    assert clip.options == [{"t5xxl_min_length": asked}]
+    assert torch.equal(extras["pooled_output"], POOLED)
+    if FAMILIES[family].masked:
+        words = len(text.split()) + 1 if text_length else 0
+        assert extras["attention_mask"].tolist() == [[1.0] * (answer_tokens + words) + [0.0] * (text_length - words)]
+    else:
+        assert "attention_mask" not in extras
+
+
+def test_clip_t5_conditioning_aligns_every_images_tokens_in_order(clip_aligner):
+    aligner, state = clip_aligner
+    tokens = image_tokens(2, tokens=3)
+    (cond, _), = pack().t5_nodes.ThinkDiffCLIPT5Conditioning.execute(tokens, aligner, T5FamilyClip("MochiT5Tokenizer"),
+                                                                     "a cat")[0]
+    expected = torch.cat([aligner_formula(state, tokens.reshape(6, 6)), text_states("a cat", 250)], dim=1)
+    torch.testing.assert_close(cond, expected)
+
+
+def test_t5_conditioning_refuses_other_text_encoders_saying_what_to_load(aligner):
+    node = pack().t5_nodes.ThinkDiffT5Conditioning
+    with pytest.raises(pack().errors.ThinkDiffError, match=r"^the connected SD3 / SD3.5 text encoder has no T5-XXL loaded: "
+                                                           r"add t5xxl \(TripleCLIPLoader"):
+        node.execute(features(), aligner, T5FamilyClip("SD3Tokenizer", t5_loaded=False), "")
+    with pytest.raises(pack().errors.ThinkDiffError, match="it is Flux's text encoder"):
+        node.execute(features(), aligner, T5FamilyClip("FluxTokenizer"), "")
+    with pytest.raises(pack().errors.ThinkDiffError, match="outputs 5-wide tokens but the connected T5 is 4 wide"):
+        node.execute(features(), aligner, T5FamilyClip("PixArtTokenizer", width=4), "")
+
+
+@pytest.fixture
+def vlm_name(model_folder, tiny_vlm_folder: Path) -> str:
+    (model_folder("LLM") / "Qwen" / "tiny").parent.mkdir()
+    (model_folder("LLM") / "Qwen" / "tiny").symlink_to(tiny_vlm_folder, target_is_directory=True)
+    return "Qwen/tiny"
+
+
+@pytest.mark.parametrize(("dtype", "weights"), [("fp32", "default"), ("bf16", "default"), ("bf16", "fp8_e4m3fn")])
+def test_the_vlm_loader_hands_comfyui_a_streamable_vlm_in_the_precision_asked(vlm_name, dtype, weights):
+    patcher = pack().vlm_nodes.ThinkDiffVLMLoader.execute(vlm_name, dtype, "cpu", weights)[0]
+    encoder, working = patcher.model, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    assert patcher.load_device == CPU and encoder.weights == weights and encoder.manual_cast_dtype == working
+    assert patcher.size == sum(t.numel() * t.element_size() for t in (*encoder.parameters(), *encoder.buffers()))
+    layer = encoder.model.lm_head
+    assert hasattr(layer, "comfy_cast_weights") and layer.weight.dtype == (
+        torch.float8_e4m3fn if weights == "fp8_e4m3fn" else working)
+    rotary = pack().streaming.buffer_modules(encoder.model)
+    assert rotary and len(patcher.get_all_callbacks(pack().streaming.CallbacksMP.ON_LOAD)) == 1
+
+
+class PromptServerRecorder:
+    """ComfyUI's PromptServer as far as the Think node uses it: the texts it streams onto a node."""
+
+    def __init__(self) -> None:
+        self.texts: list[tuple[str, str]] = []
+
+    def send_progress_text(self, text: str, node_id: str) -> None:
+        self.texts.append((text, node_id))
+
+
+@pytest.fixture
+def prompt_server(monkeypatch) -> PromptServerRecorder:
+    """ComfyUI's ``server`` module with the recorder as its running PromptServer (ComfyUI 0.3.75's cannot be imported
+    outside its own start-up)."""
+    recorder = PromptServerRecorder()
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=recorder)))
+    return recorder
+
+
+def test_the_think_node_answers_as_the_library_and_streams_progress_and_text(vlm_name, encoder, progress, prompt_server):
+    vlm = pack().vlm_nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu", "default")[0]
+    torch.manual_seed(1)
+    images = torch.rand(2, 40, 60, 3)
+    settings = dict(seed=5, max_new_tokens=4, temperature=0.7, top_p=0.8, greedy=False, stop_at_eos=False)
+    node = with_node_id(pack().vlm_nodes.ThinkDiffVLMEncode, "12")
+    output = node.execute(vlm, "<image> and <image>: what now?", **settings, picture_labels="off", min_pixels=3136,
+                          max_pixels=6272, images=images)
+    answer, text = output.args
+    (expected,) = encoder.encode([VLMRequest("<image> and <image>: what now?", as_pil_list(images), "off")],
+                                 SamplingOptions(**settings), min_pixels=3136, max_pixels=6272)
+    torch.testing.assert_close(answer.features, expected.features)
+    assert torch.equal(answer.token_ids, expected.token_ids) and text == answer.text == expected.text
+    assert output.ui.as_dict() == {"text": (expected.text,)}
+    assert progress[0] == (1, 4, "12") and progress[-1] == (4, 4, "12")
+    assert [node_id for _, node_id in prompt_server.texts] == ["12"] * 4
+    assert prompt_server.texts[-1][0] == encoder.processor.tokenizer.decode(expected.token_ids)
+
+
+def test_cancel_stops_the_think_at_the_next_token_before_it_is_shown(vlm_name, monkeypatch, prompt_server):
+    nodes = pack().vlm_nodes
+    vlm = nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu", "default")[0]
+    shown = []
+
+    def cancelled_after_two_tokens() -> None:  # ComfyUI's own loading checks too
+        if len(shown) == 2:
+            raise nodes.mm.InterruptProcessingException()
+
+    monkeypatch.setattr(nodes.mm, "throw_exception_if_processing_interrupted", cancelled_after_two_tokens)
+    with pytest.raises(nodes.mm.InterruptProcessingException):
+        nodes.think(vlm, pack().vlm.VLMRequest("a cat"), pack().sampling_options.SamplingOptions(max_new_tokens=6), 3136,
+                    6272, lambda step, total, ids: shown.append((step, total, ids.shape[-1])))
+    assert [(step, total) for step, total, _ in shown] == [(1, 6), (2, 6)] and shown[1][2] == shown[0][2] + 1
+    nodes._show_text("a cat", None)  # without a node id nothing is streamed
+    assert prompt_server.texts == []
