@@ -7,6 +7,7 @@ file and one empty caption (both must be skipped). The same pairs also come as a
 
 from __future__ import annotations
 
+import codecs
 import copy
 import io
 import json
@@ -49,9 +50,13 @@ TINY_T5 = dict(vocab_size=32128, d_model=64, d_kv=16, d_ff=128, num_layers=2, nu
 @pytest.fixture
 def ascii_locale():
     """An ASCII locale in this process (a bare cluster node's C locale; Windows' cp1252 alike): files opened without
-    an encoding would be read as ASCII."""
+    an encoding would be read as ASCII. Skipped where Python's UTF-8 mode is on (open() then ignores the locale)."""
     before = locale.setlocale(locale.LC_CTYPE)
     locale.setlocale(locale.LC_CTYPE, "C")
+    if codecs.lookup(locale.getpreferredencoding(False)).name != "ascii":
+        locale.setlocale(locale.LC_CTYPE, before)
+        pytest.skip(f"Python's UTF-8 mode is on: files open as {locale.getpreferredencoding(False)} whatever the locale "
+                    "(start Python with PYTHONUTF8=0)")
     yield
     locale.setlocale(locale.LC_CTYPE, before)
 
