@@ -45,8 +45,8 @@ class FluxClip:
     """Tokenizes like Flux's CLIP (``l`` and ``t5xxl`` parts, T5 padded to 4 here); ``encode_from_tokens`` gives each T5
     token's :func:`token_vector`, and a pooled vector that is the CLIP-L part's length."""
 
-    def __init__(self, width: int, parts: tuple[str, ...] = ("l", "t5xxl")) -> None:
-        self.width, self.parts, self.encoded = width, parts, []
+    def __init__(self, width: int, parts: tuple[str, ...] = ("l", "t5xxl"), dtype: torch.dtype = torch.float32) -> None:
+        self.width, self.parts, self.dtype, self.encoded = width, parts, dtype, []
 
     def tokenize(self, text: str) -> dict[str, list]:
         return {part: [t5_tokens(text, 4)] for part in self.parts}
@@ -54,7 +54,7 @@ class FluxClip:
     def encode_from_tokens(self, tokens, return_pooled=False):
         self.encoded.append(tokens)
         cond = torch.stack([token_vector(token, self.width) for token, _ in tokens["t5xxl"][0]])[None]
-        return cond, POOLED * len(tokens.get("l", [[]])[0])
+        return cond.to(self.dtype), (POOLED * len(tokens.get("l", [[]])[0])).to(self.dtype)
 
 
 def aligner_formula(state: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def model_folder(monkeypatch, tmp_path: Path):
     def use(folder: str) -> Path:
         path = tmp_path / folder
         path.mkdir(exist_ok=True)
-        monkeypatch.setitem(folder_paths.folder_names_and_paths, folder, ([str(path)], {".safetensors"}))
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, folder, ([str(path)], {".safetensors", ".pth"}))
         return path
 
     return use
@@ -104,6 +104,14 @@ def test_the_aligner_loader_hands_comfyui_the_files_aligner_in_fp32_cast_layers(
     assert isinstance(aligner.model.in_proj, pack().conditioning_nodes.comfy.ops.manual_cast.Linear)
 
 
+def test_a_bf16_release_aligner_is_loaded_in_fp32(model_folder, aligner_file: Path):
+    state = load_aligner_weights(aligner_file).state
+    torch.save({k: v.bfloat16() for k, v in state.items()}, model_folder("thinkdiff") / "release_bf16.pth")
+    loaded = pack().conditioning_nodes.ThinkDiffAlignerLoader.execute("release_bf16.pth")[0].model
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert all(torch.equal(loaded.state_dict()[k], v.bfloat16().float()) for k, v in state.items())
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_flux_conditioning_without_a_clip_is_the_aligned_features_and_a_zero_pooled_vector(aligner, aligner_file, dtype):
     answer = features(dtype=dtype)
@@ -114,30 +122,59 @@ def test_flux_conditioning_without_a_clip_is_the_aligned_features_and_a_zero_poo
 
 
 def test_flux_conditioning_with_a_clip_takes_clip_ls_pooled_vector_of_the_empty_prompt(aligner, aligner_file):
-    clip, answer = FluxClip(width=5), features()
+    clip, answer = FluxClip(width=5, dtype=torch.float64), features()
     (cond, extras), = pack().conditioning_nodes.ThinkDiffFluxConditioning.execute(answer, aligner, 3.5, "", 128, clip)[0]
     torch.testing.assert_close(cond, aligner_formula(load_aligner_weights(aligner_file).state, answer.features))
     assert torch.equal(extras["pooled_output"], POOLED * 4) and extras["guidance"] == 3.5
+    assert extras["pooled_output"].dtype == torch.float32  # the conditioning's dtype, whatever the CLIP's
     assert clip.encoded == [{"l": [t5_tokens("", 4)], "t5xxl": [[(END, 1.0)]]}]  # the empty prompt; T5 cut to its end
 
 
 def test_flux_conditioning_with_text_appends_its_t5_tokens_after_the_aligned_ones(aligner, aligner_file):
-    clip, answer = FluxClip(width=5), features(tokens=2)
+    clip, answer = FluxClip(width=5, dtype=torch.float64), features(tokens=2)
     (cond, extras), = pack().conditioning_nodes.ThinkDiffFluxConditioning.execute(answer, aligner, 1.0, "a red car", 6,
                                                                                    clip)[0]
     text = torch.stack([token_vector(t, 5) for t in (100, 101, 102, END, PAD, PAD)])[None]
     expected = torch.cat([aligner_formula(load_aligner_weights(aligner_file).state, answer.features), text], dim=1)
     torch.testing.assert_close(cond, expected)
     assert torch.equal(extras["pooled_output"], POOLED * 4) and extras["guidance"] == 1.0
+    assert cond.dtype == extras["pooled_output"].dtype == torch.float32
 
 
 def test_flux_conditioning_refuses_text_without_a_clip_and_a_t5_of_another_width(aligner):
     errors = pack().errors
-    with pytest.raises(errors.ThinkDiffError, match="text is set but no CLIP is connected: connect the Flux DualCLIPLoader"):
+    with pytest.raises(errors.ThinkDiffError, match=r"^text is set but no CLIP is connected: connect the Flux DualCLIPLoader "
+                                                    r"to clip, or clear the text\.$"):
         pack().conditioning_nodes.ThinkDiffFluxConditioning.execute(features(), aligner, 3.5, "a car", 128)
     for text in ("", "a car"):
         with pytest.raises(errors.ThinkDiffError, match="outputs 5-wide tokens but the connected T5 is 7 wide"):
             pack().conditioning_nodes.ThinkDiffFluxConditioning.execute(features(), aligner, 3.5, text, 8, FluxClip(7))
+
+
+@pytest.mark.parametrize("clip", [None, "clip"])
+@pytest.mark.parametrize("text", ["", "a car"])
+def test_the_vlm_nodes_name_the_vlm_when_its_features_are_another_width(aligner, clip, text):
+    nodes = pack()
+    if clip is None and text:
+        return  # refused for the missing CLIP first (above)
+    calls = [lambda: nodes.conditioning_nodes.ThinkDiffFluxConditioning.execute(features(width=7), aligner, 3.5, text, 8,
+                                                                                 clip and FluxClip(5)),
+             lambda: nodes.t5_nodes.ThinkDiffT5Conditioning.execute(features(width=7), aligner, T5FamilyClip("PixArtTokenizer"),
+                                                                    text)]
+    for call in calls:
+        with pytest.raises(nodes.errors.ThinkDiffError, match=r"^the VLM gives 7-wide features but tiny_lvlm\.safetensors"):
+            call()
+
+
+def test_the_image_token_nodes_name_the_vision_encoder_when_its_tokens_are_another_width(clip_aligner):
+    nodes, aligner, tokens = pack(), clip_aligner[0], torch.zeros(1, 4, 7)
+    calls = [lambda: nodes.clip_nodes.ThinkDiffCLIPFluxConditioning.execute(tokens, aligner, FluxClip(5), "a", 3.5, 4),
+             lambda: nodes.clip_nodes.ThinkDiffCogVideoXWrapperEmbeds.execute(tokens, aligner, FluxClip(5, ("t5xxl",)), "a", "",
+                                                                             10),
+             lambda: nodes.t5_nodes.ThinkDiffCLIPT5Conditioning.execute(tokens, aligner, T5FamilyClip("PixArtTokenizer"), "")]
+    for call in calls:
+        with pytest.raises(nodes.errors.ThinkDiffError, match=r"^the vision encoder gives 7-wide features but tiny_clip"):
+            call()
 
 
 def with_node_id(node: type, node_id: str | None) -> type:
@@ -173,11 +210,11 @@ def vision(model_folder):
 def test_the_vision_loader_hands_comfyui_the_tower_in_the_dtype_and_on_the_device_asked(model_folder, monkeypatch):
     path = make_vision(model_folder("thinkdiff") / "tiny_vision.safetensors")
     loader = pack().clip_nodes.ThinkDiffVisionLoader
+    monkeypatch.setattr(pack().comfy_models.mm, "get_torch_device", lambda: torch.device("meta"))  # ComfyUI's main device
     patcher = loader.execute(path.name, "fp16", "cpu")[0]
     assert patcher.load_device == CPU and {p.dtype for p in patcher.model.parameters()} == {torch.float16}
     assert patcher.size == sum(p.numel() * 2 for p in patcher.model.parameters()) + sum(
         b.numel() * b.element_size() for b in patcher.model.buffers())
-    monkeypatch.setattr(pack().comfy_models.mm, "get_torch_device", lambda: torch.device("meta"))
     assert loader.execute(path.name, "fp32", "default")[0].load_device == torch.device("meta")
 
 
@@ -226,7 +263,8 @@ def test_cogvideox_embeds_are_aligned_images_then_text_to_the_total_and_a_negati
     aligner, state = clip_aligner
     monkeypatch.setattr(pack().clip_nodes, "native_cogvideox_available", lambda: True)  # ComfyUI 0.3.75 has none
     tokens = image_tokens(1, tokens=4)
-    positive, negative = getattr(pack().clip_nodes, node).execute(tokens, aligner, FluxClip(5, ("t5xxl",)), "a b c d e f g",
+    positive, negative = getattr(pack().clip_nodes, node).execute(tokens, aligner, FluxClip(5, ("t5xxl",), torch.float64),
+                                                                   "a b c d e f g",
                                                                    "blurry", 10)
     if node == "ThinkDiffCogVideoXConditioning":
         assert positive[0][1] == {} and negative[0][1] == {} and len(positive) == len(negative) == 1
@@ -234,6 +272,7 @@ def test_cogvideox_embeds_are_aligned_images_then_text_to_the_total_and_a_negati
     expected = torch.cat([aligner_formula(state, tokens[0]), text_states("a b c d e f g", 6)], dim=1)
     torch.testing.assert_close(positive, expected)
     torch.testing.assert_close(negative, text_states("blurry", 10))
+    assert positive.dtype == negative.dtype == torch.float32  # the aligner's, whatever the CLIP's
 
 
 def test_cogvideox_needs_room_for_text_and_a_native_cogvideox(clip_aligner, monkeypatch):
@@ -246,7 +285,9 @@ def test_cogvideox_needs_room_for_text_and_a_native_cogvideox(clip_aligner, monk
                                                            r"use fewer images \(CogVideoX reads 226 tokens\)\.$"):
         nodes.ThinkDiffCogVideoXWrapperEmbeds.execute(image_tokens(2, 5), aligner, clip, "a", "", 10)
     monkeypatch.setattr(nodes, "native_cogvideox_available", lambda: False)
-    with pytest.raises(pack().errors.ThinkDiffError, match="no native CogVideoX .*/kijai/ComfyUI-CogVideoXWrapper"):
+    with pytest.raises(pack().errors.ThinkDiffError, match=r"^this ComfyUI has no native CogVideoX \(it arrived in ComfyUI "
+                                                           r"0\.21\): update ComfyUI, or use 'ThinkDiff-CLIP → CogVideoX Wrapper "
+                                                           r"Embeds' with https://github\.com/kijai/ComfyUI-CogVideoXWrapper\.$"):
         nodes.ThinkDiffCogVideoXConditioning.execute(image_tokens(1), aligner, clip, "a", "", 10)
 
 
@@ -255,9 +296,11 @@ class T5FamilyClip:
     ``t5xxl_min_length`` it is given; its encoding is SD3's 77 CLIP-L/G tokens (zeros) before the T5 part, or the T5 part
     alone, with ``attention_mask`` over the T5 part for masked families (1 for each token, 0 for padding)."""
 
-    def __init__(self, tokenizer: str, width: int = 5, t5_loaded: bool = True) -> None:
+    def __init__(self, tokenizer: str, width: int = 5, t5_loaded: bool | None = True) -> None:
+        """``t5_loaded``: None for a model without a ``t5xxl`` attribute at all (the T5 is its only encoder)."""
         self.tokenizer = type(tokenizer, (), {})()
-        self.cond_stage_model = type("Model", (), {"t5xxl": object() if t5_loaded else None})()
+        parts = {} if t5_loaded is None else {"t5xxl": object() if t5_loaded else None}
+        self.cond_stage_model = type("Model", (), parts)()
         self.width, self.options = width, []
 
     def tokenize(self, text: str, tokenizer_options: dict) -> dict[str, list]:
@@ -313,12 +356,14 @@ def test_clip_t5_conditioning_aligns_every_images_tokens_in_order(clip_aligner):
 def test_t5_conditioning_refuses_other_text_encoders_saying_what_to_load(aligner):
     node = pack().t5_nodes.ThinkDiffT5Conditioning
     with pytest.raises(pack().errors.ThinkDiffError, match=r"^the connected SD3 / SD3.5 text encoder has no T5-XXL loaded: "
-                                                           r"add t5xxl \(TripleCLIPLoader"):
+                                                           r"add t5xxl \(TripleCLIPLoader clip_l \+ clip_g \+ t5xxl, or "
+                                                           r"CLIPLoader type sd3 with t5xxl alone\)\.$"):
         node.execute(features(), aligner, T5FamilyClip("SD3Tokenizer", t5_loaded=False), "")
     with pytest.raises(pack().errors.ThinkDiffError, match="it is Flux's text encoder"):
         node.execute(features(), aligner, T5FamilyClip("FluxTokenizer"), "")
     with pytest.raises(pack().errors.ThinkDiffError, match="outputs 5-wide tokens but the connected T5 is 4 wide"):
         node.execute(features(), aligner, T5FamilyClip("PixArtTokenizer", width=4), "")
+    assert node.execute(features(), aligner, T5FamilyClip("PixArtTokenizer", t5_loaded=None), "")[0][0][0].shape == (1, 3, 5)
 
 
 @pytest.fixture
@@ -360,11 +405,13 @@ def prompt_server(monkeypatch) -> PromptServerRecorder:
     return recorder
 
 
-def test_the_think_node_answers_as_the_library_and_streams_progress_and_text(vlm_name, encoder, progress, prompt_server):
+@pytest.mark.parametrize(("greedy", "stop_at_eos"), [(False, False), (True, True)])
+def test_the_think_node_answers_as_the_library_and_streams_progress_and_text(vlm_name, encoder, progress, prompt_server,
+                                                                           greedy, stop_at_eos):
     vlm = pack().vlm_nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu", "default")[0]
     torch.manual_seed(1)
     images = torch.rand(2, 40, 60, 3)
-    settings = dict(seed=5, max_new_tokens=4, temperature=0.7, top_p=0.8, greedy=False, stop_at_eos=False)
+    settings = dict(seed=5, max_new_tokens=4, temperature=0.7, top_p=0.8, greedy=greedy, stop_at_eos=stop_at_eos)
     node = with_node_id(pack().vlm_nodes.ThinkDiffVLMEncode, "12")
     output = node.execute(vlm, "<image> and <image>: what now?", **settings, picture_labels="off", min_pixels=3136,
                           max_pixels=6272, images=images)
