@@ -79,6 +79,7 @@ def test_a_client_has_its_own_id_and_the_url_without_its_slash():
     assert uuid.UUID(client.client_id).version == 4 and str(uuid.UUID(client.client_id)) == client.client_id
     assert ComfyClient("http://127.0.0.1:8188", 5.0).client_id != client.client_id
     assert ComfyClient("http://127.0.0.1:8188", 5.0).timeout_s == 5.0
+    assert ComfyClient("http://COMFY-BOX//").url == "http://COMFY-BOX" and ComfyClient("http://BOX").url == "http://BOX"
 
 
 def test_get_and_post_send_json(stand_in: StandIn):

@@ -124,6 +124,16 @@ def test_the_old_image_chain_is_removed_whatever_its_shape():
                      "x": {"class_type": "Note", "inputs": {}}}
 
 
+def test_a_cycle_of_image_nodes_is_removed_once():
+    """Each old node is read once: a batch reading itself or its reader (a cycle ComfyUI would refuse) ends too."""
+    graph = {"1": {"class_type": "ThinkDiffVLMEncode", "inputs": {"images": ["2", 0]}},
+             "2": {"class_type": "ImageBatch", "inputs": {"image1": ["3", 0], "image2": ["2", 0]}},
+             "3": {"class_type": "ImageBatch", "inputs": {"image1": ["2", 0], "image2": ["3", 0]}}}
+    set_images(graph, "1", ["c.png"])
+    assert graph == {"1": {"class_type": "ThinkDiffVLMEncode", "inputs": {"images": ["2", 0]}},
+                     "2": {"class_type": "LoadImage", "inputs": {"image": "c.png"}}}
+
+
 def test_a_node_without_images_gets_them():
     graph = {"1": {"class_type": "ThinkDiffVLMEncode", "inputs": {"seed": 3}}}
     set_images(graph, "1", ["c.png"])
