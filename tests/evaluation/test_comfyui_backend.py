@@ -118,6 +118,20 @@ def test_a_workflow_of_ones_own(backend_config, workflows: list, tmp_path: Path,
     assert workflows == [({"nodes": ["ünïcode"], "links": []}, OBJECT_INFO)]
 
 
+def test_a_workflow_is_read_as_utf8_whatever_the_locale(backend_config, workflows: list, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    """A workflow's titles and notes may be anything: read as UTF-8 where a file opened without an encoding would be
+    read as ASCII (a bare cluster node's C locale; tests/support/ascii_locale.py's subprocess cannot carry a mutant's
+    non-ASCII name)."""
+    monkeypatch.setattr(io, "text_encoding", lambda encoding, stacklevel=2: "ascii" if encoding is None else encoding)
+    workflow = {"nodes": [{"title": "Bild → Text", "type": "Note"}], "links": []}
+    (tmp_path / "mine.json").write_text(json.dumps(workflow, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(UnicodeDecodeError):
+        (tmp_path / "mine.json").read_text()  # what the locale would do
+    ComfyUIBackend(backend_config(f"comfyui.workflow={json.dumps(str(tmp_path / 'mine.json'))}"))
+    assert workflows == [(workflow, OBJECT_INFO)]
+
+
 def test_the_graph_of_a_sample(backend_config, workflows: list, dataset: Path):
     backend = ComfyUIBackend(backend_config())
     template_before = json.dumps(backend.template)
