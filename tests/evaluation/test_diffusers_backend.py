@@ -7,11 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import FluxPipeline
+from PIL import Image
 
 from evaluation.cobsat.diffusers_backend import FLUX_URL, DiffusersBackend, _folder, clip_pooled, load_flux
+from evaluation.cobsat.samples import Sample
 from tests.evaluation.tiny_eval_models import make_flux
 from thinkdiff.errors import ThinkDiffError
 
@@ -93,3 +96,19 @@ def test_a_flux_of_another_width_is_explained(models_config, tmp_path: Path):
     with pytest.raises(ThinkDiffError) as error:
         DiffusersBackend(models_config(f"diffusers.flux={json.dumps(str(wide))}"), "cpu")
     assert str(error.value) == "the aligner writes 32-wide tokens but this Flux reads 48"
+
+
+def test_the_demo_images_are_read_in_rgb(tmp_path: Path):
+    """Whatever the files' modes (greyscale JPEG, palette PNG, RGBA PNG), the VLM gets RGB pictures in the sample's order."""
+    (tmp_path / "pictures").mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (16, 24), dtype=np.uint8), "L").save(tmp_path / "pictures" / "grey.jpg")
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).convert("P").save(tmp_path / "pictures" / "palette.png")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 4), dtype=np.uint8), "RGBA").save(tmp_path / "pictures" / "alpha.png")
+    paths = ("pictures/palette.png", "pictures/grey.jpg", "pictures/alpha.png")
+    backend = object.__new__(DiffusersBackend)  # only the dataset folder: no model needed to read pictures
+    backend.dataset_root = tmp_path
+    images = backend._images(Sample(1, 3, 0, ("a: ", "b: ", "c: ", "d: "), paths, {"detail": "d", "obj": "x"}, "0_x_a_b_c_d"))
+    assert [image.mode for image in images] == ["RGB"] * 3
+    for image, path in zip(images, paths, strict=True):
+        assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / path).convert("RGB")))
