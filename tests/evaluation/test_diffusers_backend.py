@@ -91,6 +91,13 @@ def test_the_backend_holds_the_models_in_their_dtypes(models_config, flux_pipe: 
     assert next(backend.aligner.parameters()).dtype == torch.float32
 
 
+def test_each_missing_model_folder_is_named(models_config):
+    for setting in ("vlm", "aligner", "flux"):
+        with pytest.raises(ThinkDiffError) as error:
+            DiffusersBackend(models_config(f'diffusers.{setting}=""', 'diffusers.vlm_dtype="fp32"'), "cpu")
+        assert str(error.value) == f"set [diffusers] {setting} (see docs/evaluation.md for the downloads)"
+
+
 def test_a_flux_of_another_width_is_explained(models_config, tmp_path: Path):
     wide = make_flux(tmp_path / "wide-flux", joint_width=48)
     with pytest.raises(ThinkDiffError) as error:
