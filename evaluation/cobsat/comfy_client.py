@@ -24,7 +24,7 @@ def _refusal(body: bytes) -> str:
         answer = json.loads(body)
         errors = [f"{node['class_type']}: " + ": ".join(filter(None, (error.get("message"), error.get("details"))))
                   for node in answer["node_errors"].values() for error in node["errors"]]
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):  # not JSON, not UTF-8, not node errors
         return body.decode(errors="replace")[:2000]
     hint = " (set [comfyui] vlm, aligner, unet, clip_l, t5, vae to names this ComfyUI lists)" if "not in" in str(errors) else ""
     return "; ".join(errors or [answer.get("error", {}).get("message", "")]) + hint

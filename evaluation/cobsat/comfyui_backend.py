@@ -47,7 +47,9 @@ class ComfyUIBackend:
         try:
             self.template = ui_to_api(json.loads(workflow.read_text(encoding="utf-8")), object_info)
             configure(self.template, config.generate, config.comfyui)
-        except (OSError, json.JSONDecodeError, KeyError) as e:
+        except ThinkDiffError:
+            raise
+        except (OSError, ValueError, KeyError) as e:  # ValueError: not JSON, a bypassed node
             raise ThinkDiffError(f"cannot use the workflow {workflow}: {e!r}") from e
         self.graph_hook = graph_hook or (lambda graph: graph)
         self.uploaded: dict[str, str] = {}
