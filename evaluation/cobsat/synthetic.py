@@ -44,7 +44,7 @@ def _polygon(kind: str) -> list[tuple[float, float]]:
     if kind == "diamond":
         return [(0.5, 0.12), (0.88, 0.5), (0.5, 0.88), (0.12, 0.5)]
     if kind == "hexagon":
-        return [(0.5 + 0.36 * math.cos(a), 0.5 + 0.36 * math.sin(a)) for a in (k * math.pi / 3 for k in range(6))]
+        return [(0.86, 0.5), (0.68, 0.81), (0.32, 0.81), (0.14, 0.5), (0.32, 0.19), (0.68, 0.19)]
     if kind == "star":
         return [(0.5 + r * math.sin(k * math.pi / 5), 0.52 - r * math.cos(k * math.pi / 5))
                 for k, r in zip(range(10), [0.4, 0.16] * 5, strict=True)]
@@ -77,10 +77,11 @@ def shape_of(obj: str) -> str:
 def render(task: Task, detail: str, obj: str) -> Image.Image:
     """The picture of ``obj`` with ``detail``: a coloured shape (colour theme) or a shape labelled with the detail."""
     detail = item(detail)
-    theme_colour = PALETTE[VOCABULARIES["color"][task.vocabulary("detail").index(detail)]]
+    # The colour at the detail's place in its vocabulary: a colour detail's own colour.
+    colour = PALETTE[VOCABULARIES["color"][task.vocabulary("detail").index(detail)]]
     image = Image.new("RGB", (SIDE, SIDE), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    draw_shape(draw, shape_of(obj), PALETTE[detail] if task.detail_space == "color" else theme_colour)
+    draw_shape(draw, shape_of(obj), colour)
     if task.detail_space != "color":
         draw.text((4, SIDE - 14), detail, fill=(255, 255, 255))
     return image

@@ -41,6 +41,87 @@ def test_oracle_scores_one_and_random_scores_chance(tmp_path: Path, capsys):
 def test_near_chance_is_five_binomial_sigmas():
     assert near_chance(0.01, 0.01, 400) and near_chance(0.0, 0.01, 400) and not near_chance(0.06, 0.01, 400)
     assert near_chance(0.1 + 0.07, 0.1, 400) and not near_chance(0.1 + 0.08, 0.1, 400)
+    assert near_chance(0.75, 0.5, 100) and near_chance(0.25, 0.5, 100)  # 5 sigma = 0.25 exactly: inside
+    assert not near_chance(0.7501, 0.5, 100) and not near_chance(0.2499, 0.5, 100)
+
+
+def test_run_generator_configures_one_synthetic_run(tmp_path: Path, monkeypatch, capsys):
+    """Tasks 1-2 with the generator, the rule judge, batches of 50, under OUT/GENERATOR; it prints each report file and
+    returns the judge's summary rows."""
+    import evaluation.cobsat.selftest as selftest_module
+
+    seen = []
+    monkeypatch.setattr(selftest_module, "generate", lambda config: seen.append(("generate", config)))
+    monkeypatch.setattr(selftest_module, "judge", lambda config: seen.append(("judge", config)) or tmp_path / "summary.csv")
+    monkeypatch.setattr(selftest_module, "read_summary", lambda path: [{"read": path}])
+    reports = [tmp_path / "a.md", tmp_path / "b.png"]
+    monkeypatch.setattr(selftest_module, "report", lambda config: seen.append(("report", config)) or reports)
+    rows = selftest_module.run_generator(tmp_path / "out", "random", tmp_path / "data sets", tmp_path / "list.json", [2, 4], 7)
+    assert rows == [{"read": tmp_path / "summary.csv"}]
+    assert [step for step, _ in seen] == ["generate", "judge", "report"] and len({id(config) for _, config in seen}) == 1
+    config = seen[0][1]
+    assert config.output_dir == tmp_path / "out" / "random"
+    assert (config.run.tasks, config.run.shots, config.run.samples_per_task) == ([1, 2], [2, 4], 7)
+    assert (config.data.prompt_list, config.dataset_root) == (str(tmp_path / "list.json"), tmp_path / "data sets")
+    assert (config.generate.backend, config.generate.batch_size, config.judge.model) == ("random", 50, "rules")
+    assert config.report.label == "random generator (synthetic)"
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'a.md'}\nwrote {tmp_path / 'b.png'}\n"
+
+
+def row(shot: int, task: int, correct: float, detail: float, obj: float, samples: int = 1000) -> dict:
+    return {"shot": shot, "task": task, "task_name": ["Color-I", "Color-II"][task - 1], "samples": str(samples),
+            "correct": correct, "check_detail": detail, "check_obj": obj}
+
+
+def scripted_selftest(tmp_path: Path, monkeypatch, rows: dict[str, list[dict]], **kwargs) -> tuple[bool, list[tuple]]:
+    """selftest with the stand-in, the prompt list and each generator's run replaced: ``rows`` are the runs' summaries."""
+    import evaluation.cobsat.selftest as selftest_module
+
+    calls, dataset, prompts = [], tmp_path / "written datasets", tmp_path / "written list.json"
+    monkeypatch.setattr(selftest_module, "write_standin", lambda root: calls.append(("standin", root)) or dataset)
+    monkeypatch.setattr(selftest_module, "write_prompt_list", lambda path: calls.append(("prompts", path)) or prompts)
+
+    def run_generator(out, generator, dataset_, prompt_list, shots, samples_per_task):
+        calls.append((out, generator, dataset_ == dataset, prompt_list == prompts, shots, samples_per_task))
+        return rows[generator]
+
+    monkeypatch.setattr(selftest_module, "run_generator", run_generator)
+    return selftest(tmp_path, **kwargs), calls
+
+
+GOOD = {"oracle": [row(2, 1, 1.0, 1.0, 1.0), row(2, 2, 1.0, 1.0, 1.0)],
+        "random": [row(2, 1, 0.009, 0.094, 0.107), row(2, 2, 0.004, 0.099, 0.1)]}
+
+
+def test_selftest_writes_the_standin_and_runs_both_generators(tmp_path: Path, monkeypatch, capsys):
+    ok, calls = scripted_selftest(tmp_path, monkeypatch, GOOD)
+    assert ok is True
+    assert calls == [("standin", tmp_path / "cobsat" / "datasets"), ("prompts", tmp_path / "cobsat" / "prompts_list_synthetic.json"),
+                     (tmp_path, "oracle", True, True, [2, 4], 1000), (tmp_path, "random", True, True, [2, 4], 1000)]
+    assert capsys.readouterr().out.splitlines() == [
+        "oracle 2-shot Color-I   accuracy 1.000 (detail 1.000, object 1.000) ok",
+        "oracle 2-shot Color-II  accuracy 1.000 (detail 1.000, object 1.000) ok",
+        "random 2-shot Color-I   accuracy 0.009 (detail 0.094, object 0.107) ok",
+        "random 2-shot Color-II  accuracy 0.004 (detail 0.099, object 0.100) ok",
+        "self-test passed"]
+    assert scripted_selftest(tmp_path, monkeypatch, GOOD, samples_per_task=5, shots=(4,))[1][2] == (tmp_path, "oracle", True, True,
+                                                                                                     [4], 5)
+
+
+@pytest.mark.parametrize("bad", ["oracle", "random"])
+def test_selftest_fails_on_any_row_off_its_mark(tmp_path: Path, monkeypatch, capsys, bad: str):
+    """An oracle below 1.0 on one question, or a random generator beyond 5 sigma of chance on one, fails that row and the
+    self-test, whichever row it is."""
+    for place in (0, 1):
+        rows = {name: [dict(r) for r in GOOD[name]] for name in GOOD}
+        rows[bad][place]["check_obj" if bad == "oracle" else "check_detail"] = 0.999 if bad == "oracle" else 0.2
+        ok, _ = scripted_selftest(tmp_path, monkeypatch, rows)
+        lines = capsys.readouterr().out.splitlines()
+        assert ok is False and lines[-1] == "self-test FAILED"
+        failed = [line for line in lines if line.endswith(" FAILED")]
+        assert failed == [lines[(0 if bad == "oracle" else 2) + place], "self-test FAILED"], lines
+    rows = {"oracle": GOOD["oracle"], "random": [row(2, 1, 0.009, 0.094, 0.107, samples=20), GOOD["random"][1]]}
+    assert scripted_selftest(tmp_path, monkeypatch, rows)[0]  # 20 samples: 0.094 is within 5 sigma of 0.1, 0.009 of 0.01
 
 
 @pytest.mark.parametrize("task", [1, 2])
