@@ -83,9 +83,10 @@ def build_task(config: Config, device: torch.device) -> Task:
     return Task(dataset, sizes, weights, Collator(t5.tokenizer, config.max_target_tokens), objective, aligner, info)
 
 
-def _zero_loss(aligner: nn.Module, in_dim: int, device: torch.device) -> torch.Tensor:
-    """A loss of 0 through the (DDP) aligner, for a batch whose samples were all skipped: keeps processes in step."""
-    return aligner(torch.zeros(1, 1, in_dim, device=device)).sum() * 0.0
+def _zero_loss(aligner: nn.Module, in_dim: int) -> torch.Tensor:
+    """A loss of 0 through the (DDP) aligner, for a batch whose samples were all skipped: keeps processes in step.
+    Its input is made like the aligner's weights (their device and dtype)."""
+    return aligner(next(aligner.parameters()).new_zeros(1, 1, in_dim)).sum() * 0.0
 
 
 def train(config: Config, accelerator: Accelerator | None = None) -> Path:
@@ -110,7 +111,7 @@ def train(config: Config, accelerator: Accelerator | None = None) -> Path:
     started, start_step = time.monotonic(), state.step
 
     def flush() -> float:
-        totals = accelerator.reduce(pending, reduction="sum").tolist()
+        totals = accelerator.reduce(pending).tolist()  # summed over the processes (Accelerator.reduce's default)
         pending.zero_()
         state.samples += int(totals[1])
         state.skipped += int(totals[2])
@@ -124,13 +125,12 @@ def train(config: Config, accelerator: Accelerator | None = None) -> Path:
         lr = set_learning_rate(optimizer, state.step, config.optim)
         batch = move_batch(batch, accelerator.device)
         with accelerator.autocast():
-            loss = task.objective.loss(aligner, batch) if batch["samples"] else _zero_loss(aligner, in_dim, accelerator.device)
+            loss = task.objective.loss(aligner, batch) if batch["samples"] else _zero_loss(aligner, in_dim)
         accelerator.backward(loss)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()  # set_to_none: the default
         state.step += 1
-        pending += torch.tensor([loss.item() * batch["samples"], batch["samples"], batch["skipped"]],
-                                dtype=torch.float64, device=accelerator.device)
+        pending += pending.new_tensor([loss.item() * batch["samples"], batch["samples"], batch["skipped"]])
         at_checkpoint = state.step % train_cfg.checkpoint_every == 0 or state.step == config.max_steps
         if state.step % train_cfg.log_every == 0 or at_checkpoint:
             mean_loss = flush()

@@ -18,6 +18,7 @@ from tests.support.paths import QWEN_TOKENIZER
 from tests.support.tiny_models import TINY_VISION_TOWER
 from thinkdiff.aligner import Aligner
 from thinkdiff.aligner_files import load_aligner_weights
+from thinkdiff.dtypes import DTYPES
 from thinkdiff.errors import ThinkDiffError
 from thinkdiff.manifest import write_manifest_if_new
 from thinkdiff.vision import VisionTokenEncoder
@@ -206,20 +207,22 @@ def test_a_run_logs_its_steps_rates_and_counts(run_config, t5_folder: Path, synt
     assert (run / "loss.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("variant, precision", [("lvlm", "no"), ("lvlm", "bf16"), ("clip", "no")])
+@pytest.mark.parametrize("variant, precision, vision_dtype", [("lvlm", "no", "fp32"), ("lvlm", "bf16", "fp32"),
+                                                               ("clip", "no", "fp32"), ("clip", "no", "bf16")])
 def test_the_first_steps_loss_is_rebuilt_by_hand(run_config, t5_folder: Path, synthetic_features: Path, vision_file: Path,
-                                                 photo_set: Path, variant: str, precision: str):
+                                                 photo_set: Path, variant: str, precision: str, vision_dtype: str):
     """Step 1's logged loss from its parts: the run seed's aligner init, the first batch of the run's order, each
     sample's draw from the run seed with the [train] limits, the objective of the variant (under bf16 autocast when
-    asked)."""
+    asked; CLIP's vision tower in [model] vision_dtype)."""
     from tests.training.test_masking import reference_pre_caption
     from training.batching import StepBatches
     from training.pairs import pairs_from_config
 
     extra = ["train.batch_size=4", "train.max_steps=1", "model.t5_dropout=false", f'run.mixed_precision="{precision}"',
-             "run.seed=7", "train.max_split_tokens=3", "train.max_target_tokens=5", "train.max_caption_words=4"]
+             "run.seed=7", "train.max_split_tokens=3", "train.max_target_tokens=5", "train.max_caption_words=4",
+             "model.aligner_hidden_dim=32"]  # not the T5's width, the aligner's default
     settings = (lvlm_settings(t5_folder, synthetic_features, *extra) if variant == "lvlm"
-                else clip_settings(t5_folder, vision_file, photo_set, *extra))
+                else clip_settings(t5_folder, vision_file, photo_set, *extra, f'model.vision_dtype="{vision_dtype}"'))
     config = run_config(*settings, output="runs/first")  # a nested folder, made as needed
     with (train(config) / "metrics.csv").open() as f:
         logged = list(csv.DictReader(f))[0]
@@ -234,7 +237,7 @@ def test_the_first_steps_loss_is_rebuilt_by_hand(run_config, t5_folder: Path, sy
             examples.append(LVLMExample(features[:split], tokenizer.decode(ids[split:].tolist(), skip_special_tokens=True)))
         objective, in_dim = LVLMObjective(t5.model), FEATURE_WIDTH
     else:
-        vision, pairs = load_vision(vision_file, torch.float32), pairs_from_config(config)
+        vision, pairs = load_vision(vision_file, DTYPES[vision_dtype]), pairs_from_config(config)
         refs = next(iter(StepBatches([len(pairs)], [1.0], 4, 7, 0, 1, 0, 1)))
         for epoch, index in refs:
             pair = pairs[index]
@@ -246,7 +249,7 @@ def test_the_first_steps_loss_is_rebuilt_by_hand(run_config, t5_folder: Path, sy
         objective, in_dim = CLIPObjective(t5.model, vision), vision.hidden_size
     assert (int(logged["samples"]), int(logged["skipped"])) == (len(examples), 4 - len(examples))
     torch.manual_seed(7)
-    aligner = build_aligner(variant, in_dim, t5, 64)
+    aligner = build_aligner(variant, in_dim, t5, 32)
     batch = Collator(t5.tokenizer, 5)(examples)
     with torch.no_grad():
         plain = objective.loss(aligner, batch).item()
