@@ -20,8 +20,10 @@ from tests.support.paths import COMFYUI_VERSION
 from tests.support.tiny_models import make_aligner, make_vision
 from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.images import as_pil_list
+from thinkdiff.qwen2_vl_sizes import Shapes
 from thinkdiff.sampling_options import SamplingOptions
 from thinkdiff.t5_families import FAMILIES
+from thinkdiff.think_memory import think_bytes
 from thinkdiff.vlm import VLMRequest
 
 pytestmark = pytest.mark.comfyui
@@ -442,3 +444,39 @@ def test_cancel_stops_the_think_at_the_next_token_before_it_is_shown(vlm_name, m
     assert [(step, total) for step, total, _ in shown] == [(1, 6), (2, 6)] and shown[1][2] == shown[0][2] + 1
     nodes._show_text("a cat", None)  # without a node id nothing is streamed
     assert prompt_server.texts == []
+
+
+def test_the_think_reserves_its_inputs_working_memory_and_the_largest_cast_copy(vlm_name, monkeypatch):
+    nodes = pack().vlm_nodes
+    encoder = nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu", "default")[0].model
+    shapes, largest_copy = Shapes.of(encoder.model.config), max(p.numel() for p in encoder.parameters()) * 4
+    picture = pack().vlm.VLMRequest("<image> what is it?", [Image.new("RGB", (56, 84), "red")])
+    inputs = encoder.prepare([picture, picture], 3136, 12544, 5)
+    patches = 2 * (56 // 14) * (84 // 14)
+    assert inputs["pixel_values"].shape[0] == patches
+    with_images = think_bytes(shapes, inputs["input_ids"].shape[1], 5, patches, 2, 4)
+    assert nodes.think_memory_required(encoder, inputs, 5) == with_images + largest_copy
+    text = encoder.prepare([pack().vlm.VLMRequest("a cat")], 3136, 12544, 7)
+    assert nodes.think_memory_required(encoder, text, 7) == think_bytes(shapes, text["input_ids"].shape[1], 7, 0, 1, 4) + (
+        largest_copy)
+    monkeypatch.setattr(encoder, "weights", "bnb_nf4")  # bitsandbytes layers compute without a working-precision copy
+    assert nodes.think_memory_required(encoder, inputs, 5) == with_images
+
+
+def test_a_think_that_would_overflow_the_context_is_refused_before_it_loads(vlm_name):
+    nodes = pack().vlm_nodes
+    vlm = nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu", "default")[0]
+    sampling = SamplingOptions(max_new_tokens=vlm.model.context_length)
+    with pytest.raises(pack().errors.ThinkDiffError, match=f"and {vlm.model.context_length} more are to be"):
+        nodes.think(vlm, pack().vlm.VLMRequest("a cat"), sampling, 3136, 12544)
+
+
+def test_without_a_running_server_no_text_is_streamed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=types.SimpleNamespace()))
+    pack().vlm_nodes._show_text("a cat", "3")  # ComfyUI's PromptServer class before a server sets its instance
+
+
+def test_clip_t5_conditioning_checks_the_t5_width_before_aligning(clip_aligner):
+    with pytest.raises(pack().errors.ThinkDiffError, match="outputs 5-wide tokens but the connected T5 is 4 wide"):
+        pack().t5_nodes.ThinkDiffCLIPT5Conditioning.execute(image_tokens(1), clip_aligner[0],
+                                                            T5FamilyClip("PixArtTokenizer", width=4), "a")
