@@ -286,3 +286,23 @@ def test_load_for_use_asks_comfyui_for_a_full_load_unless_streamable(monkeypatch
     assert calls == [(([patcher],), {"memory_required": 0, "force_full_load": True}),
                      (([patcher],), {"memory_required": 123, "force_full_load": False}),
                      (([patcher],), {"memory_required": 7, "force_full_load": True})]
+
+
+def vlm_patcher(device: torch.device, size: int) -> types.SimpleNamespace:
+    return types.SimpleNamespace(load_device=device, model_size=lambda: size)
+
+
+def test_a_bitsandbytes_vlm_that_just_fits_is_loaded_and_one_on_the_cpu_is_not_checked(monkeypatch):
+    """8 GB free: 7.5 GB of weights and 0.5 GB to think fit exactly, 7.6 GB do not (the message in full); the CPU's RAM is
+    not checked (tests/test_vram_fit.py: the cards of the README)."""
+    gb = 10**9
+    monkeypatch.setattr(models().mm, "get_free_memory", lambda device=None, torch_free_too=False: 8 * gb)
+    monkeypatch.setattr(models().mm, "current_loaded_models", [])
+    models().check_fits(vlm_patcher(GPU, 7_500_000_000), "bnb_nf4", gb // 2)
+    models().check_fits(vlm_patcher(CPU, 100 * gb), "bnb_8bit", gb)
+    with pytest.raises(ThinkDiffError) as refused:
+        models().check_fits(vlm_patcher(GPU, 7_600_000_000), "bnb_8bit", gb // 2)
+    assert str(refused.value) == (
+        "the VLM in bnb_8bit needs 7.6 GB of weights and about 0.5 GB to think, but cuda:3 has 8.0 GB free (counting models "
+        "ComfyUI can unload). Choose fp8_e4m3fn or default: those stream the layers that do not fit from CPU RAM; or bnb_nf4 "
+        "if this was bnb_8bit (Qwen2-VL-7B: about 6.2 GB).")
