@@ -2,9 +2,12 @@
 
     .dev/venv/bin/python scripts/make_help_pages.py
 
-Starts ComfyUI 0.3.75 with the pack installed as the Manager would, reads /object_info (display name, description, every
-input with its tooltip and default) and adds the hand-written output descriptions and tips of NOTES. A node without notes
-still gets a complete inputs section; tests/test_install.py checks that every page documents every input.
+Starts ComfyUI (tests/support/paths.py's: 0.33.0 unless THINKDIFF_COMFYUI says otherwise; both give the same pages) with
+the pack installed as the Manager would, reads /object_info (display name, description, category, every input with its
+tooltip, default, range and step, multiline text, control after generate, a combo's options or, for model lists, where
+they come from (MODEL_LISTS), hidden inputs (HIDDEN)) and adds the hand-written output descriptions and tips of NOTES. A
+node without notes still gets a complete inputs section; tests/test_install.py checks that every page documents every
+input, tests/test_help_pages.py that the committed pages are what this writes.
 """
 
 from __future__ import annotations
@@ -81,26 +84,61 @@ NOTES: dict[str, dict[str, Any]] = {
 }
 
 
+# Combos whose options are the user's model files or folders, listed when ComfyUI loads the node (the page says where they
+# come from instead of listing the files of the machine that wrote it); every other combo's options are printed.
+MODEL_LISTS: dict[tuple[str, str], str] = {
+    ("ThinkDiffVLMLoader", "model"): "the model folders under `ComfyUI/models/LLM`, up to two levels deep",
+    ("ThinkDiffAlignerLoader", "aligner_name"): "the files in `ComfyUI/models/thinkdiff` that are not vision encoders",
+    ("ThinkDiffVisionLoader", "vision_name"): "the vision-encoder files in `ComfyUI/models/thinkdiff`",
+}
+# What ComfyUI passes in a node's hidden inputs, for the page.
+HIDDEN: dict[str, str] = {
+    "unique_id": "The node's id, which ComfyUI passes so that the node shows its progress bar.",
+}
+
+
 def _type(spec: list) -> str:
     return "COMBO" if isinstance(spec[0], list) else str(spec[0])
 
 
-def _default(spec: list) -> str:
+def _code(value: Any) -> str:
+    return f"`{value}`"
+
+
+def _widget(node_id: str, name: str, spec: list) -> str:
+    """What the page says about an input's widget: its default, range and step, multiline text, control after generate,
+    and a combo's options (or, for a list of model files, where the list comes from)."""
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if "default" in options and options["default"] != "":
-        return f", default `{options['default']}`"
-    return ""
+    parts = []
+    if options.get("multiline"):
+        parts.append("multiline")
+    if "default" in options:
+        parts.append("default empty" if options["default"] == "" else f"default {_code(options['default'])}")
+    parts += [f"{key} {_code(options[key])}" for key in ("min", "max", "step") if key in options]
+    if options.get("control_after_generate"):
+        parts.append("control after generate")
+    if _type(spec) == "COMBO":
+        listed = spec[0] if isinstance(spec[0], list) else options.get("options")
+        if (node_id, name) in MODEL_LISTS:
+            parts.append(f"lists {MODEL_LISTS[node_id, name]}")
+        elif not listed:
+            raise ValueError(f"{node_id}.{name}: a combo without options that MODEL_LISTS does not describe")
+        else:
+            parts.append("one of " + ", ".join(map(_code, listed)))
+    return "".join(f", {part}" for part in parts)
 
 
 def page(node_id: str, spec: dict[str, Any]) -> str:
     notes = NOTES.get(node_id, {})
-    lines = [f"# {spec['display_name']}", "", spec["description"], "", "## Inputs", ""]
+    lines = [f"# {spec['display_name']}", "", spec["description"], "", f"Category: {spec['category']}", "", "## Inputs", ""]
     for section in ("required", "optional"):
         for name, input_spec in spec["input"].get(section, {}).items():
             options = input_spec[1] if len(input_spec) > 1 and isinstance(input_spec[1], dict) else {}
             extra = " (optional)" if section == "optional" else ""
             tooltip = options.get("tooltip") or f"Connect a {_type(input_spec)} output here."
-            lines.append(f"- `{name}` ({_type(input_spec)}{_default(input_spec)}){extra}: {tooltip}")
+            lines.append(f"- `{name}` ({_type(input_spec)}{_widget(node_id, name, input_spec)}){extra}: {tooltip}")
+    for name, input_spec in spec["input"].get("hidden", {}).items():
+        lines.append(f"- `{name}` ({input_spec[0]}) (hidden): {HIDDEN[name]}")
     lines += ["", "## Outputs", ""]
     for name, kind in zip(spec["output_name"], spec["output"], strict=True):
         lines.append(f"- `{name}` ({kind}): {notes.get('outputs', {}).get(name, '')}".rstrip(": "))

@@ -1,6 +1,7 @@
 """The committed node help pages (web/docs) are what scripts/make_help_pages.py writes from the nodes' own schemas, so a
-changed node id, display name, description, input, default, tooltip or output shows here (V3 schemas, through the
-``GET_NODE_INFO_V1`` that ComfyUI's /object_info serves)."""
+changed node id, display name, description, category, input, default, range, step, multiline text, control after generate,
+combo option, hidden input, tooltip or output shows here (V3 schemas, through the ``GET_NODE_INFO_V1`` that ComfyUI's
+/object_info serves; each call builds a fresh schema). What the model-file combos list is tested in test_comfy_models.py."""
 
 from __future__ import annotations
 
