@@ -75,7 +75,7 @@ class DiffusersBackend:
         width = self.pipe.transformer.config.joint_attention_dim
         if width != self.aligner.out_dim:
             raise ThinkDiffError(f"the aligner writes {self.aligner.out_dim}-wide tokens but this Flux reads {width}")
-        self.pooled = clip_pooled(self.pipe).to(self.device, self.flux_dtype)
+        self.pooled = clip_pooled(self.pipe).to(self.device)  # in flux_dtype: the pipeline's CLIP-L is loaded in it
         self.pipe.text_encoder = self.pipe.tokenizer = None  # only the pooled vector of "" was needed
         if models.cpu_offload:
             self.pipe.enable_model_cpu_offload(device=self.device)

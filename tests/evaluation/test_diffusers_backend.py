@@ -16,6 +16,7 @@ from PIL import Image
 from evaluation.cobsat.diffusers_backend import FLUX_URL, DiffusersBackend, _folder, clip_pooled, load_flux
 from evaluation.cobsat.samples import Sample
 from tests.evaluation.tiny_eval_models import make_flux
+from thinkdiff.aligner_files import load_aligner_weights
 from thinkdiff.errors import ThinkDiffError
 
 
@@ -76,7 +77,8 @@ def models_config(eval_config, tiny_vlm_folder: Path, tiny_aligner: Path, tiny_f
     return make
 
 
-def test_the_backend_holds_the_models_in_their_dtypes(models_config, flux_pipe: FluxPipeline):
+def test_the_backend_holds_the_models_in_their_dtypes(models_config, flux_pipe: FluxPipeline, tiny_aligner: Path,
+                                                     tmp_path: Path):
     backend = DiffusersBackend(models_config('diffusers.vlm_dtype="fp32"', 'diffusers.flux_dtype="fp32"'), "cpu")
     assert backend.device == torch.device("cpu") and backend.flux_dtype == torch.float32
     assert backend.encoder.model.dtype == torch.float32 and backend.pipe.transformer.dtype == torch.float32
@@ -85,10 +87,13 @@ def test_the_backend_holds_the_models_in_their_dtypes(models_config, flux_pipe: 
     assert backend.pipe.text_encoder is None and backend.pipe.tokenizer is None  # only the pooled vector was needed
     assert backend.pipe._progress_bar_config == {"disable": True}
     assert backend.dataset_root == models_config().dataset_root
-    backend = DiffusersBackend(models_config('diffusers.vlm_dtype="bf16"', 'diffusers.flux_dtype="bf16"'), "cpu")
+    state = load_aligner_weights(tiny_aligner).state
+    torch.save({k: v.bfloat16() for k, v in state.items()}, tmp_path / "release_bf16.pth")  # a release file's tensors
+    backend = DiffusersBackend(models_config('diffusers.vlm_dtype="bf16"', 'diffusers.flux_dtype="bf16"',
+                                             f"diffusers.aligner={json.dumps(str(tmp_path / 'release_bf16.pth'))}"), "cpu")
     assert (backend.encoder.model.dtype, backend.pipe.transformer.dtype, backend.pooled.dtype, backend.flux_dtype) == \
         (torch.bfloat16,) * 4
-    assert next(backend.aligner.parameters()).dtype == torch.float32
+    assert all(torch.equal(backend.aligner.state_dict()[k], v.bfloat16().float()) for k, v in state.items())  # in fp32
 
 
 def test_each_missing_model_folder_is_named(models_config):
