@@ -23,7 +23,7 @@ from thinkdiff.images import as_pil_list
 from thinkdiff.qwen2_vl_sizes import Shapes
 from thinkdiff.sampling_options import SamplingOptions
 from thinkdiff.t5_families import FAMILIES
-from thinkdiff.think_memory import think_bytes
+from thinkdiff.think_memory import think_bytes, typical_think_bytes
 from thinkdiff.vlm import VLMRequest
 
 pytestmark = pytest.mark.comfyui
@@ -252,11 +252,12 @@ def text_states(text: str, length: int, width: int = 5) -> torch.Tensor:
 def test_clip_flux_conditioning_is_the_aligned_image_tokens_then_the_text(clip_aligner):
     aligner, state = clip_aligner
     tokens = image_tokens(2)
-    (cond, extras), = pack().clip_nodes.ThinkDiffCLIPFluxConditioning.execute(tokens, aligner, FluxClip(5), "a dog", 3.0,
-                                                                              3)[0]
+    (cond, extras), = pack().clip_nodes.ThinkDiffCLIPFluxConditioning.execute(tokens, aligner, FluxClip(5, dtype=torch.float64),
+                                                                              "a dog", 3.0, 3)[0]
     expected = torch.cat([aligner_formula(state, tokens.reshape(8, 6)), text_states("a dog", 3)], dim=1)
     torch.testing.assert_close(cond, expected)
     assert torch.equal(extras["pooled_output"], POOLED * 4) and extras["guidance"] == 3.0
+    assert cond.dtype == extras["pooled_output"].dtype == torch.float32
 
 
 @pytest.mark.parametrize("node", ["ThinkDiffCogVideoXConditioning", "ThinkDiffCogVideoXWrapperEmbeds"])
@@ -376,8 +377,11 @@ def vlm_name(model_folder, tiny_vlm_folder: Path) -> str:
 
 
 @pytest.mark.parametrize(("dtype", "weights"), [("fp32", "default"), ("bf16", "default"), ("bf16", "fp8_e4m3fn")])
-def test_the_vlm_loader_hands_comfyui_a_streamable_vlm_in_the_precision_asked(vlm_name, dtype, weights):
-    patcher = pack().vlm_nodes.ThinkDiffVLMLoader.execute(vlm_name, dtype, "cpu", weights)[0]
+def test_the_vlm_loader_hands_comfyui_a_streamable_vlm_in_the_precision_asked(vlm_name, dtype, weights, monkeypatch):
+    nodes, fits = pack().vlm_nodes, []
+    monkeypatch.setattr(nodes.mm, "get_torch_device", lambda: torch.device("meta"))  # ComfyUI's main device
+    monkeypatch.setattr(nodes, "check_fits", lambda patcher, stored, working: fits.append((stored, working)))
+    patcher = nodes.ThinkDiffVLMLoader.execute(vlm_name, dtype, "cpu", weights)[0]
     encoder, working = patcher.model, {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     assert patcher.load_device == CPU and encoder.weights == weights and encoder.manual_cast_dtype == working
     assert patcher.size == sum(t.numel() * t.element_size() for t in (*encoder.parameters(), *encoder.buffers()))
@@ -386,6 +390,13 @@ def test_the_vlm_loader_hands_comfyui_a_streamable_vlm_in_the_precision_asked(vl
         torch.float8_e4m3fn if weights == "fp8_e4m3fn" else working)
     rotary = pack().streaming.buffer_modules(encoder.model)
     assert rotary and len(patcher.get_all_callbacks(pack().streaming.CallbacksMP.ON_LOAD)) == 1
+    # checked against the GPU's memory with the think's typical working memory, a cast copy included (not bitsandbytes)
+    assert fits == [(weights, typical_think_bytes(Shapes.of(encoder.model.config), True, working.itemsize))]
+
+
+def test_the_vlm_loader_defaults_to_the_default_weights(vlm_name):
+    """A workflow saved before the ``weights`` input existed loads as before."""
+    assert pack().vlm_nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu")[0].model.weights == "default"
 
 
 class PromptServerRecorder:
@@ -450,11 +461,12 @@ def test_the_think_reserves_its_inputs_working_memory_and_the_largest_cast_copy(
     nodes = pack().vlm_nodes
     encoder = nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu", "default")[0].model
     shapes, largest_copy = Shapes.of(encoder.model.config), max(p.numel() for p in encoder.parameters()) * 4
-    picture = pack().vlm.VLMRequest("<image> what is it?", [Image.new("RGB", (56, 84), "red")])
-    inputs = encoder.prepare([picture, picture], 3136, 12544, 5)
-    patches = 2 * (56 // 14) * (84 // 14)
+    picture = pack().vlm.VLMRequest("<image> what is it?", [Image.new("RGB", (280, 252), "red")])
+    inputs = encoder.prepare([picture, picture], 3136, 100352, 5)
+    patches = 2 * (280 // 14) * (252 // 14)
     assert inputs["pixel_values"].shape[0] == patches
     with_images = think_bytes(shapes, inputs["input_ids"].shape[1], 5, patches, 2, 4)
+    assert with_images > think_bytes(shapes, inputs["input_ids"].shape[1], 5, 0, 2, 4)  # the vision tower's term counts
     assert nodes.think_memory_required(encoder, inputs, 5) == with_images + largest_copy
     text = encoder.prepare([pack().vlm.VLMRequest("a cat")], 3136, 12544, 7)
     assert nodes.think_memory_required(encoder, text, 7) == think_bytes(shapes, text["input_ids"].shape[1], 7, 0, 1, 4) + (
@@ -463,9 +475,45 @@ def test_the_think_reserves_its_inputs_working_memory_and_the_largest_cast_copy(
     assert nodes.think_memory_required(encoder, inputs, 5) == with_images
 
 
-def test_a_think_that_would_overflow_the_context_is_refused_before_it_loads(vlm_name):
+def test_the_think_loads_default_and_fp8_vlms_streamable_and_bitsandbytes_whole(vlm_name, monkeypatch):
+    nodes, loads = pack().vlm_nodes, []
+    real = nodes.load_for_use
+    monkeypatch.setattr(nodes, "load_for_use", lambda patcher, streamable=False, memory_required=0: loads.append(
+        streamable) or real(patcher, streamable, memory_required))
+    vlm = nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu", "default")[0]
+    sampling = SamplingOptions(max_new_tokens=1)
+    nodes.think(vlm, pack().vlm.VLMRequest("a cat"), sampling, 3136, 12544)
+    monkeypatch.setattr(vlm.model, "weights", "bnb_nf4")  # as a bitsandbytes VLM says of itself
+    nodes.think(vlm, pack().vlm.VLMRequest("a cat"), sampling, 3136, 12544)
+    assert loads == [True, False]
+
+
+@pytest.mark.parametrize(("stop_at_eos", "tokens"), [(True, 2), (False, 5)])
+def test_stop_at_eos_reaches_the_sampler(vlm_name, prompt_server, stop_at_eos, tokens):
+    """A head pushed to the end token from the 2nd token on: with stop_at_eos the answer ends there."""
+    vlm = pack().vlm_nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu", "default")[0]
+    eos = vlm.model.eos_token_id if isinstance(vlm.model.eos_token_id, int) else vlm.model.eos_token_id[0]
+    calls = []
+
+    def to_the_end(_module, _inputs, logits):
+        calls.append(1)
+        return logits if len(calls) < 2 else logits.index_add(-1, torch.tensor([eos]), torch.full((*logits.shape[:-1], 1),
+                                                                                                  1e4))
+
+    vlm.model.model.lm_head.register_forward_hook(to_the_end)
+    answer = with_node_id(pack().vlm_nodes.ThinkDiffVLMEncode, "1").execute(
+        vlm, "a cat", 3, 5, 1.0, 1.0, False, stop_at_eos, "auto", 3136, 12544)[0]
+    assert answer.num_tokens == tokens and (int(answer.token_ids[-1]) == eos) == stop_at_eos
+
+
+def test_a_think_that_would_overflow_the_context_is_refused_before_it_loads(vlm_name, monkeypatch):
     nodes = pack().vlm_nodes
     vlm = nodes.ThinkDiffVLMLoader.execute(vlm_name, "fp32", "cpu", "default")[0]
+
+    def went_on() -> None:  # ComfyUI checks for Cancel while it loads, and the think after every token
+        raise AssertionError("the think went on past the refusal")
+
+    monkeypatch.setattr(nodes.mm, "throw_exception_if_processing_interrupted", went_on)
     sampling = SamplingOptions(max_new_tokens=vlm.model.context_length)
     with pytest.raises(pack().errors.ThinkDiffError, match=f"and {vlm.model.context_length} more are to be"):
         nodes.think(vlm, pack().vlm.VLMRequest("a cat"), sampling, 3136, 12544)
