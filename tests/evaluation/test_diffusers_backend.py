@@ -93,7 +93,8 @@ def test_the_backend_holds_the_models_in_their_dtypes(models_config, flux_pipe: 
                                              f"diffusers.aligner={json.dumps(str(tmp_path / 'release_bf16.pth'))}"), "cpu")
     assert (backend.encoder.model.dtype, backend.pipe.transformer.dtype, backend.pooled.dtype, backend.flux_dtype) == \
         (torch.bfloat16,) * 4
-    assert all(torch.equal(backend.aligner.state_dict()[k], v.bfloat16().float()) for k, v in state.items())  # in fp32
+    assert {p.dtype for p in backend.aligner.parameters()} == {torch.float32}
+    assert all(torch.equal(backend.aligner.state_dict()[k], v.bfloat16().float()) for k, v in state.items())
 
 
 def test_each_missing_model_folder_is_named(models_config):
