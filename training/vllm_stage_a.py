@@ -127,7 +127,7 @@ def stop_token_ids(folder: Path) -> list[int]:
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     generation = folder / "generation_config.json"
     eos = json.loads(generation.read_text(encoding="utf-8")).get("eos_token_id") if generation.is_file() else None
-    eos = eos if eos is not None else config.eos_token_id
+    eos = eos if eos is not None else getattr(config.get_text_config(), "eos_token_id", None)  # 5.x: in text_config
     return eos if isinstance(eos, list) else [eos]
 
 

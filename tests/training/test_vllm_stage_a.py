@@ -5,6 +5,7 @@ in test_vllm_parity.py (in .dev/venv-vllm)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def test_each_sample_is_seeded_by_its_index_whatever_the_batch(qwen_tokenizer):
     items = [(index, Pair(f"k{index}", Image.new("RGB", (56, 56)), "")) for index in (3, 4, 17)]
     together = request_samples(config, qwen_tokenizer, items)
     assert [s["seed"] for s in together] == [1003, 1004, 1017] and [s["key"] for s in together] == ["k3", "k4", "k17"]
+    assert [s["index"] for s in together] == [3, 4, 17]
     instructions = [instruction_for(config.precompute.instructions, 1000, index) for index in (3, 4, 17)]
     assert [s["instruction"] for s in together] == instructions and len(set(instructions)) > 1
     assert [s["prompt_ids"] for s in together] == [prompt_ids(qwen_tokenizer, text) for text in instructions]
@@ -84,6 +86,23 @@ def test_the_sampling_arguments_are_stage_as(tiny_vlm_folder: Path):
 
 def test_the_end_tokens_are_the_librarys(encoder, tiny_vlm_folder: Path):
     assert stop_token_ids(tiny_vlm_folder) == encoder.eos_token_id == [151645, 151643]
+
+
+def test_the_end_tokens_fall_back_to_the_models_config(tiny_vlm_folder: Path, tmp_path: Path):
+    """A folder without a generation config stops at its model config's end token; a single id becomes a list."""
+    shutil.copy(tiny_vlm_folder / "config.json", tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    eos = saved.get("text_config", {}).get("eos_token_id", saved.get("eos_token_id"))  # transformers 5.x / 4.x layout
+    assert eos is not None and stop_token_ids(tmp_path) == (eos if isinstance(eos, list) else [eos])
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 7}), encoding="utf-8")
+    assert stop_token_ids(tmp_path) == [7]
+
+
+def test_require_vllm_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(vllm_stage_a.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ThinkDiffError) as error:
+        vllm_stage_a.require_vllm()
+    assert str(error.value) == vllm_stage_a.INSTALL_HINT
 
 
 def test_engine_arguments_the_config_then_the_phase():
