@@ -337,9 +337,11 @@ def test_the_capture_ends_with_its_context():
 def test_end_and_pad_ids_fall_back_to_the_models_config_then_the_tokenizer_then_the_end_token(tiny_vlm_folder):
     model = Qwen2VLForConditionalGeneration.from_pretrained(tiny_vlm_folder)
     processor = SimpleNamespace(tokenizer=SimpleNamespace(pad_token_id=None))
-    model.generation_config = GenerationConfig()  # a folder without generation_config.json
+    model.generation_config = GenerationConfig()  # a folder's generation_config.json without the ids
+    model.config.eos_token_id = None  # transformers 5.x keeps the end token in the text part only (4.x: one config)
+    model.config.get_text_config().eos_token_id = 151645
     encoder = QwenVLEncoder(model, processor)
-    assert encoder.eos_token_id == model.config.eos_token_id == 151645 and encoder.pad_token_id == 151645
+    assert encoder.eos_token_id == 151645 and encoder.pad_token_id == 151645
     model.generation_config = GenerationConfig(eos_token_id=[7, 8])
     processor.tokenizer.pad_token_id = 3
     assert (QwenVLEncoder(model, processor).eos_token_id, QwenVLEncoder(model, processor).pad_token_id) == ([7, 8], 3)

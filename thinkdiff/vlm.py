@@ -173,7 +173,8 @@ class QwenVLEncoder(nn.Module):
         # Generation settings come only from SamplingOptions: keep the token ids of the folder's
         # generation_config and drop its sampling defaults (Qwen ships top_k=1, repetition_penalty=1.05).
         folder_config = model.generation_config
-        self.eos_token_id = folder_config.eos_token_id if folder_config.eos_token_id is not None else model.config.eos_token_id
+        eos = folder_config.eos_token_id
+        self.eos_token_id = eos if eos is not None else model.config.get_text_config().eos_token_id  # 5.x: only there
         pad = folder_config.pad_token_id if folder_config.pad_token_id is not None else processor.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self._first_eos()
         model.generation_config = GenerationConfig(eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id,
