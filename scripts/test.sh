@@ -37,5 +37,6 @@ fi
 if [ "${THINKDIFF_VLLM:-1}" = 1 ]; then
   part "bootstrap vLLM (CPU build)" bash "$HERE/scripts/bootstrap_vllm.sh"
   part "vLLM stage-A backend: parity with transformers, resume" "$DEV/venv-vllm/bin/python" "${PYTEST[@]}" -q \
-      tests/training/test_vllm_parity.py tests/training/test_vllm_stage_a.py tests/training/test_distributed.py
+      tests/training/test_vllm_parity.py tests/training/test_vllm_stage_a.py tests/training/test_vllm_phases.py \
+      tests/training/test_distributed.py
 fi
