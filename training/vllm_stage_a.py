@@ -127,7 +127,7 @@ def stop_token_ids(folder: Path) -> list[int]:
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     generation = folder / "generation_config.json"
     eos = json.loads(generation.read_text(encoding="utf-8")).get("eos_token_id") if generation.is_file() else None
-    eos = eos if eos is not None else getattr(config.get_text_config(), "eos_token_id", None)  # 5.x: in text_config
+    eos = eos if eos is not None else config.get_text_config().eos_token_id  # transformers 5.x: only in text_config
     return eos if isinstance(eos, list) else [eos]
 
 
@@ -301,7 +301,7 @@ def prepare(config: Config, launch: Launch) -> tuple[PairDataset, int]:
     """The pairs and the VLM's width, with this process's GPUs picked and (process 0) the manifest checked and written."""
     require_vllm()
     pre = config.precompute
-    if launch.local_rank is not None and (os.environ.get("CUDA_VISIBLE_DEVICES") or torch.cuda.device_count()):
+    if launch.local_rank is not None and torch.cuda.device_count():
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_group(launch.local_rank, int(pre.vllm.get("tensor_parallel_size", 1)),
                                                        os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
     pairs = pairs_from_config(config, require_caption=False)  # the target is Qwen's own answer, not the caption

@@ -41,6 +41,7 @@ from training.vllm_stage_a import (
 )
 
 STAND_IN = Path(__file__).parents[1] / "support" / "vllm_stand_in"
+NON_ASCII = 'precompute.instructions=["Décris l\'image.", "What is shown?"]'
 POOLING = {"runner": "pooling", "convert": "embed", "pooler_config": {"task": "token_embed", "use_activation": False}}
 
 
@@ -158,11 +159,15 @@ def assert_shard(folder: Path, shard: int, record: dict[str, Any], config: Confi
     torch.testing.assert_close(tensors["features"], expected.to(dtype), rtol=0, atol=0)
 
 
-def test_the_tokens_phase_writes_each_shards_answers(vllm, config, pairs, qwen_tokenizer, progress):
+def test_the_tokens_phase_writes_each_shards_answers(vllm, tmp_path, stage_a_settings, qwen_tokenizer, progress, capsys):
     """One generation engine with stage A's engine arguments; a request per usable sample (its prompt ids, its sized
-    image, stage A's sampling with its own seed), a whole shard per call; each shard's answers -> its tokens file."""
-    folder = folder_of(config)
+    image, stage A's sampling with its own seed), a whole shard per call, no progress bar of vLLM's (the phase prints
+    its own); each shard's answers -> its tokens file, in UTF-8 as written."""
+    config = phase_config(tmp_path, stage_a_settings, NON_ASCII)
+    pairs, folder = pairs_from_config(config, require_caption=False), folder_of(config)
     generate_tokens(config, pairs, [0, 2, 3])
+    assert capsys.readouterr().err == ""
+    assert all("Décris l'image." in tokens_file(folder, s).read_text(encoding="utf-8") for s in (0, 2))
     assert [llm.arguments for llm in vllm.LLM.made] == [engine_arguments(config)]
     records = {shard: expected_record(vllm, config, pairs, qwen_tokenizer, shard) for shard in (0, 2, 3)}
     assert sorted(p.name for p in (folder / TOKENS_DIR).iterdir()) == [tokens_file(folder, s).name for s in (0, 2, 3)]
@@ -180,7 +185,8 @@ def test_the_tokens_phase_writes_each_shards_answers(vllm, config, pairs, qwen_t
 
 
 @pytest.mark.parametrize("storage", ["fp32", "bf16"])
-def test_the_states_phase_turns_answers_into_shards(vllm, tmp_path, stage_a_settings, qwen_tokenizer, progress, storage):
+def test_the_states_phase_turns_answers_into_shards(vllm, tmp_path, stage_a_settings, progress, storage,
+                                                   monkeypatch: pytest.MonkeyPatch):
     """One pooling engine; each sample's prompt + answer with its image; of its states the rows that sampled the
     answer, at the storage dtype, make the shard; the tokens files go."""
     config = phase_config(tmp_path, stage_a_settings, f'precompute.storage_dtype="{storage}"')
@@ -188,11 +194,17 @@ def test_the_states_phase_turns_answers_into_shards(vllm, tmp_path, stage_a_sett
     generate_tokens(config, pairs, [1, 2, 3])
     records = {s: json.loads(tokens_file(folder, s).read_text(encoding="utf-8")) for s in (1, 2, 3)}
     progress.clear()
+    written = []
+    write_shard = vllm_stage_a.write_shard
+    monkeypatch.setattr(vllm_stage_a, "write_shard", lambda *args, **kwargs: (written.append({s.features.dtype for s in args[2]}),
+                                                                             write_shard(*args, **kwargs)))
     compute_states(config, pairs, [1, 2, 3], hidden_size_of(config))
+    dtype = torch.float32 if storage == "fp32" else torch.bfloat16
+    assert written == [{dtype}] * 3  # each shard's rows kept at the storage dtype until written (bf16: half the memory)
     assert vllm.LLM.made[-1].arguments == {**engine_arguments(config), **POOLING}
     assert finished_shards(folder) == [1, 2, 3] and list((folder / TOKENS_DIR).iterdir()) == []
     for shard, record in records.items():
-        assert_shard(folder, shard, record, config, pairs, torch.float32 if storage == "fp32" else torch.bfloat16)
+        assert_shard(folder, shard, record, config, pairs, dtype)
     [shown] = progress
     assert (shown.total, shown.label, shown.every_s) == (11, "[precompute vllm states]", 5.0)
     assert shown.updates == [(5 if s < 3 else 1, sum(len(x["token_ids"]) for x in r["samples"])) for s, r in records.items()]
@@ -200,8 +212,8 @@ def test_the_states_phase_turns_answers_into_shards(vllm, tmp_path, stage_a_sett
 
 def test_a_shard_of_unreadable_images_only(vllm, tmp_path, stage_a_settings, qwen_tokenizer):
     """Shards of one: shard 14 (an unreadable image) asks the engine nothing and ends up an empty shard of the VLM's
-    width with one skipped, between two shards with samples."""
-    config = phase_config(tmp_path, stage_a_settings, "precompute.samples_per_shard=1")
+    width and the storage dtype with one skipped, between two shards with samples."""
+    config = phase_config(tmp_path, stage_a_settings, "precompute.samples_per_shard=1", 'precompute.storage_dtype="bf16"')
     pairs, folder = pairs_from_config(config, require_caption=False), folder_of(config)
     generate_tokens(config, pairs, [14])
     assert vllm.LLM.generated == []
@@ -210,8 +222,35 @@ def test_a_shard_of_unreadable_images_only(vllm, tmp_path, stage_a_settings, qwe
     records = {s: json.loads(tokens_file(folder, s).read_text(encoding="utf-8")) for s in (13, 14, 15)}
     compute_states(config, pairs, [13, 14, 15], hidden_size_of(config))
     for shard, record in records.items():
-        assert_shard(folder, shard, record, config, pairs)
+        assert_shard(folder, shard, record, config, pairs, torch.bfloat16)
     assert load_file(str(folder / f"{shard_stem(14)}.safetensors"))["features"].shape == (0, hidden_size_of(config))
+
+
+def test_the_states_phase_reads_the_tokens_files_as_utf8(vllm, tmp_path, stage_a_settings, ascii_locale):
+    """Whatever the locale (a bare cluster node's is ASCII): the tokens files hold the instructions as written."""
+    config = phase_config(tmp_path, stage_a_settings, NON_ASCII)
+    pairs, folder = pairs_from_config(config, require_caption=False), folder_of(config)
+    generate_tokens(config, pairs, [0])
+    compute_states(config, pairs, [0], hidden_size_of(config))
+    records = json.loads((folder / f"{shard_stem(0)}.json").read_text(encoding="utf-8"))
+    assert "Décris l'image." in {s["instruction"] for s in records["samples"]}
+
+
+def test_the_images_are_read_by_the_configured_workers(tmp_path, stage_a_settings, monkeypatch: pytest.MonkeyPatch):
+    """``data.num_workers`` DataLoader workers size the images of the given index batches, started at once."""
+    config = phase_config(tmp_path, stage_a_settings, "data.num_workers=2")
+    pairs, made = pairs_from_config(config, require_caption=False), []
+
+    class Recorded(vllm_stage_a.DataLoader):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs["num_workers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(vllm_stage_a, "DataLoader", Recorded)
+    batches = vllm_stage_a._loader(config, pairs, [[13, 14], [2]])
+    assert made == [2] and batches._num_workers == 2  # the running iterator's worker count
+    sized = [[(index, None if pair is None else pair.image.size) for index, pair in batch] for batch in batches]
+    assert sized == [[(13, sized_image(config, pairs, 13).size), (14, None)], [(2, sized_image(config, pairs, 2).size)]]
 
 
 def unreadable_now(config: Config, pairs: PairDataset) -> Path:
@@ -273,17 +312,18 @@ def test_a_phases_process_leaves_the_launchers_group_and_reports_errors(monkeypa
     assert vllm_stage_a.PHASES["tokens"] is generate_tokens and vllm_stage_a.PHASES["states"] is phase
 
 
-def test_the_phases_run_in_their_own_processes(vllm, config, pairs, qwen_tokenizer, capfd):
-    """precompute with the vLLM backend: each phase in a spawned process (none of its engines here), the shards the
-    two phases make, the tokens folder gone."""
-    folder = folder_of(config)
+def test_the_phases_run_in_their_own_processes(vllm, tmp_path, stage_a_settings, qwen_tokenizer, capfd):
+    """precompute with the vLLM backend, shards of one: each phase in a spawned process (none of its engines here), the
+    shards the two phases make (shard 14, of an unreadable image, empty at the VLM's width), the tokens folder gone."""
+    config = phase_config(tmp_path, stage_a_settings, "precompute.samples_per_shard=1")
+    pairs, folder = pairs_from_config(config, require_caption=False), folder_of(config)
     capfd.readouterr()
     assert precompute(config) == folder
-    printed = capfd.readouterr().out
-    assert "[precompute vllm] tokens phase: shards 0, 1, 2, 3\n" in printed and "[precompute vllm tokens]: 16/16 samples" in printed
-    assert "[precompute vllm] states phase: shards 0, 1, 2, 3\n" in printed and "[precompute vllm states]: 16/16 samples" in printed
-    assert vllm.LLM.made == [] and finished_shards(folder) == [0, 1, 2, 3] and not (folder / TOKENS_DIR).exists()
-    for shard in range(4):
+    printed, shards = capfd.readouterr().out, ", ".join(map(str, range(16)))
+    assert f"[precompute vllm] tokens phase: shards {shards}\n" in printed and "[precompute vllm tokens]: 16/16 samples" in printed
+    assert f"[precompute vllm] states phase: shards {shards}\n" in printed and "[precompute vllm states]: 16/16 samples" in printed
+    assert vllm.LLM.made == [] and finished_shards(folder) == list(range(16)) and not (folder / TOKENS_DIR).exists()
+    for shard in range(16):
         assert_shard(folder, shard, expected_record(vllm, config, pairs, qwen_tokenizer, shard), config, pairs)
 
 

@@ -10,12 +10,14 @@ answer and which rows:
   position per 28 x 28 pixels (as Qwen2-VL's merged patches), holds p, the token id at p, the image's width and height,
   then 0, 1, 2, ... (:func:`states`). Requests finish newest first, a step's outputs view one batch tensor (as vLLM's
   do), and requests still running come back unfinished.
-Each ``LLM`` made is recorded in ``LLM.made``, each generation request in ``LLM.generated``. An ``LLM`` refuses what
-vLLM refuses: a generation call on a pooling engine and the other way round, a pooling task other than ``token_embed``.
+Each ``LLM`` made is recorded in ``LLM.made``, each generation request in ``LLM.generated``; ``generate`` draws
+vLLM's progress bar on stderr unless ``use_tqdm`` is false. An ``LLM`` refuses what vLLM refuses: a generation call on
+a pooling engine and the other way round, a pooling task other than ``token_embed``.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -92,6 +94,8 @@ class LLM:
         if len(prompts) != len(params) or not prompts:
             raise ValueError(f"{len(prompts)} prompts and {len(params)} sampling parameters")
         LLM.generated.extend(zip(prompts, params, strict=True))
+        if use_tqdm:
+            print(f"Processed prompts: 100%|{'#' * 10}| {len(prompts)}/{len(prompts)}", file=sys.stderr)
         return [SimpleNamespace(outputs=[SimpleNamespace(token_ids=tuple(answer_tokens(prompt, p)))])
                 for prompt, p in zip(prompts, params, strict=True)]
 
