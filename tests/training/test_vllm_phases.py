@@ -339,26 +339,31 @@ def test_a_failed_phase_process_is_named_with_its_error_above(vllm, config, pair
 
 
 def test_prepare_picks_this_processs_gpus_and_process_0_writes_the_manifest(vllm, config, monkeypatch: pytest.MonkeyPatch):
-    """Local process 1 of a node whose 4 GPUs it sees takes GPUs 2, 3 (tensor parallel 2); one bound to its own two by
-    the launcher keeps them; without a local rank, or without GPUs, nothing is picked. Only process 0 writes the
-    manifest; every process gets the pairs and the VLM's width."""
-    config.precompute.vllm = {"tensor_parallel_size": 2}
+    """Local process 1 of a node whose 4 GPUs it sees takes GPU 1, or GPUs 2, 3 with tensor parallel 2, or 6, 7 of the
+    4-7 the launcher left it; one bound to its own two by the launcher keeps them; without a local rank, or where torch
+    sees no GPU, nothing is picked. Only process 0 writes the manifest; every process gets the pairs and the VLM's
+    width."""
+    environ = vllm_stage_a.os.environ
+
+    def picked(launch: Launch, visible: str | None = None) -> str | None:
+        if visible is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        prepare(config, launch)
+        return environ.get("CUDA_VISIBLE_DEVICES")
+
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert picked(Launch(1, 2, 1)) == "1" and read_manifest(folder_of(config)) is None
     pairs, hidden = prepare(config, Launch(1, 2, 1))
-    assert vllm_stage_a.os.environ["CUDA_VISIBLE_DEVICES"] == "2,3" and read_manifest(folder_of(config)) is None
     assert len(pairs) == 16 and pairs[15] is not None and hidden == hidden_size_of(config) != 0
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    prepare(config, Launch(0, 2, 0))
-    assert vllm_stage_a.os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+    config.precompute.vllm = {"tensor_parallel_size": 2}
+    assert picked(Launch(1, 2, 1)) == "2,3" and picked(Launch(1, 2, 1), "4,5,6,7") == "6,7"
+    assert picked(Launch(0, 2, 0), "0,1") == "0,1"
     assert read_manifest(folder_of(config)) == manifest_for(config, hidden, 16)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
-    prepare(config, Launch(0, 1, None))
-    assert vllm_stage_a.os.environ["CUDA_VISIBLE_DEVICES"] == "5"
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert picked(Launch(0, 1, None), "5") == "5"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    prepare(config, Launch(0, 1, 0))
-    assert "CUDA_VISIBLE_DEVICES" not in vllm_stage_a.os.environ
+    assert picked(Launch(0, 1, 0)) is None
 
 
 def test_prepare_without_vllm_says_how_to_get_it(config, monkeypatch: pytest.MonkeyPatch):
