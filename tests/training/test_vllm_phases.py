@@ -7,6 +7,7 @@ transformers backend's in test_vllm_parity.py (in .dev/venv-vllm)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -312,16 +313,20 @@ def test_a_phases_process_leaves_the_launchers_group_and_reports_errors(monkeypa
     assert vllm_stage_a.PHASES["tokens"] is generate_tokens and vllm_stage_a.PHASES["states"] is phase
 
 
-def test_the_phases_run_in_their_own_processes(vllm, tmp_path, stage_a_settings, qwen_tokenizer, capfd):
+def test_the_phases_run_in_their_own_processes(vllm, tmp_path, stage_a_settings, qwen_tokenizer, capfd, monkeypatch):
     """precompute with the vLLM backend, shards of one: each phase in a spawned process (none of its engines here), the
-    shards the two phases make (shard 14, of an unreadable image, empty at the VLM's width), the tokens folder gone."""
+    shards the two phases make (shard 14, of an unreadable image, empty at the VLM's width), the tokens folder gone.
+    Each phase's line comes before its process's output, even where stdout is block-buffered (a batch job's log)."""
     config = phase_config(tmp_path, stage_a_settings, "precompute.samples_per_shard=1")
     pairs, folder = pairs_from_config(config, require_caption=False), folder_of(config)
     capfd.readouterr()
-    assert precompute(config) == folder
+    with open(os.dup(1), "w", buffering=1 << 16, encoding="utf-8") as log:
+        monkeypatch.setattr(sys, "stdout", log)
+        assert precompute(config) == folder
     printed, shards = capfd.readouterr().out, ", ".join(map(str, range(16)))
-    assert f"[precompute vllm] tokens phase: shards {shards}\n" in printed and "[precompute vllm tokens]: 16/16 samples" in printed
-    assert f"[precompute vllm] states phase: shards {shards}\n" in printed and "[precompute vllm states]: 16/16 samples" in printed
+    lines = [f"[precompute vllm] tokens phase: shards {shards}\n", "[precompute vllm tokens]: 16/16 samples",
+             f"[precompute vllm] states phase: shards {shards}\n", "[precompute vllm states]: 16/16 samples"]
+    assert all(line in printed for line in lines) and sorted(lines, key=printed.index) == lines
     assert vllm.LLM.made == [] and finished_shards(folder) == list(range(16)) and not (folder / TOKENS_DIR).exists()
     for shard in range(16):
         assert_shard(folder, shard, expected_record(vllm, config, pairs, qwen_tokenizer, shard), config, pairs)
