@@ -12,11 +12,13 @@ answer and which rows:
   do), and requests still running come back unfinished.
 Each ``LLM`` made is recorded in ``LLM.made``, each generation request in ``LLM.generated``; ``generate`` draws
 vLLM's progress bar on stderr unless ``use_tqdm`` is false. An ``LLM`` refuses what vLLM refuses: a generation call on
-a pooling engine and the other way round, a pooling task other than ``token_embed``.
+a pooling engine and the other way round, a pooling task other than ``token_embed``, and (as CUDA does) a start in a
+process forked from one that had imported it.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -27,6 +29,7 @@ from PIL import Image
 from transformers import AutoConfig
 
 __version__ = "stand-in"
+IMPORTED_IN = os.getpid()
 PIXELS_PER_POSITION = 28 * 28
 
 
@@ -82,6 +85,8 @@ class LLM:
     generated: list[tuple[dict[str, Any], SamplingParams]] = []
 
     def __init__(self, **arguments: Any) -> None:
+        if os.getpid() != IMPORTED_IN:
+            raise RuntimeError("cannot re-initialize CUDA in a forked subprocess: start the engine in a spawned process")
         LLM.made.append(self)
         self.arguments = arguments
         config = AutoConfig.from_pretrained(arguments["model"], local_files_only=True)
