@@ -6,6 +6,7 @@ transformers backend's in test_vllm_parity.py (in .dev/venv-vllm)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -46,19 +47,20 @@ NON_ASCII = 'precompute.instructions=["Décris l\'image.", "What is shown?"]'
 POOLING = {"runner": "pooling", "convert": "embed", "pooler_config": {"task": "token_embed", "use_activation": False}}
 
 
+def imported_vllm() -> list[str]:
+    return [name for name in sys.modules if name == "vllm" or name.startswith("vllm.")]
+
+
 @pytest.fixture
 def vllm(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The stand-in as ``vllm``, here and in the processes this test spawns (they start from this ``sys.path``); a real
     vLLM already imported comes back afterwards."""
-    import importlib
-
-    ours = lambda: [name for name in sys.modules if name == "vllm" or name.startswith("vllm.")]  # noqa: E731
-    saved = {name: sys.modules.pop(name) for name in ours()}
+    saved = {name: sys.modules.pop(name) for name in imported_vllm()}
     monkeypatch.syspath_prepend(str(STAND_IN))
     module = importlib.import_module("vllm")
     module.LLM.made, module.LLM.generated = [], []
     yield module
-    for name in ours():
+    for name in imported_vllm():
         del sys.modules[name]
     sys.modules.update(saved)
 
@@ -195,10 +197,13 @@ def test_the_states_phase_turns_answers_into_shards(vllm, tmp_path, stage_a_sett
     generate_tokens(config, pairs, [1, 2, 3])
     records = {s: json.loads(tokens_file(folder, s).read_text(encoding="utf-8")) for s in (1, 2, 3)}
     progress.clear()
-    written = []
-    write_shard = vllm_stage_a.write_shard
-    monkeypatch.setattr(vllm_stage_a, "write_shard", lambda *args, **kwargs: (written.append({s.features.dtype for s in args[2]}),
-                                                                             write_shard(*args, **kwargs)))
+    written, write_shard = [], vllm_stage_a.write_shard
+
+    def recorded(folder: Path, shard: int, samples: list[Any], *args: Any, **kwargs: Any) -> None:
+        written.append({s.features.dtype for s in samples})
+        write_shard(folder, shard, samples, *args, **kwargs)
+
+    monkeypatch.setattr(vllm_stage_a, "write_shard", recorded)
     compute_states(config, pairs, [1, 2, 3], hidden_size_of(config))
     dtype = torch.float32 if storage == "fp32" else torch.bfloat16
     assert written == [{dtype}] * 3  # each shard's rows kept at the storage dtype until written (bf16: half the memory)

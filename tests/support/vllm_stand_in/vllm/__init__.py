@@ -28,9 +28,11 @@ import torch
 from PIL import Image
 from transformers import AutoConfig
 
+from thinkdiff.images import QWEN_PATCH_FACTOR
+
 __version__ = "stand-in"
 IMPORTED_IN = os.getpid()
-PIXELS_PER_POSITION = 28 * 28
+PIXELS_PER_POSITION = QWEN_PATCH_FACTOR**2  # one merged patch
 
 
 @dataclass(frozen=True)
